@@ -65,8 +65,12 @@ class RetrievalData:
         try:
             return self._by_id[pid]
         except KeyError:
-            raise KeyError(f"unknown passage id {pid!r} (corpus {self.name!r} has {len(self.corpus)} passages)") from None
+            raise KeyError(
+                f"unknown passage id {pid!r} (corpus {self.name!r} has {len(self.corpus)} passages)"
+            ) from None
 
     def summary(self) -> str:
         """One line for the log: sizes of corpus and splits."""
-        return f"{self.name}: {len(self.corpus):,} passages, {len(self.train):,} train / {len(self.eval):,} eval questions"
+        return (
+            f"{self.name}: {len(self.corpus):,} passages, {len(self.train):,} train / {len(self.eval):,} eval questions"
+        )

@@ -1,0 +1,50 @@
+"""Dense candidates: the current retriever's own top-k (the pool ANCE-style teachers re-mine from)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ragdistill.candidates.base import CandidateGenerator, RankedList
+from ragdistill.data.schemas import Passage, Question
+from ragdistill.index.faiss_index import FaissIndex
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.search import build_index, search
+
+
+class DenseCandidates(CandidateGenerator):
+    """First stage through the retriever being trained (before training: the backbone as it is).
+
+    Args:
+        k: Default depth of the candidate pool.
+        batch_size: Texts per encoding batch.
+        precision: Lightning precision for encoding.
+        accelerator: Lightning accelerator for encoding.
+    """
+
+    def __init__(
+        self, k: int = 100, batch_size: int = 64, precision: str | None = "bf16-mixed", accelerator: str = "auto"
+    ) -> None:
+        super().__init__(k)
+        self.batch_size = batch_size
+        self.precision = precision
+        self.accelerator = accelerator
+        self.retriever: BiEncoder | None = None
+        self.index: FaissIndex | None = None
+
+    def fit(self, corpus: list[Passage], retriever: BiEncoder | None = None, **kwargs: Any) -> DenseCandidates:
+        """Encode and index ``corpus`` with ``retriever`` (required)."""
+        if retriever is None:
+            raise ValueError("candidates=dense needs a retriever to encode the corpus")
+        self.retriever = retriever
+        self.index = build_index(
+            retriever, corpus, FaissIndex("flat"), self.batch_size, self.accelerator, self.precision
+        )
+        return self
+
+    def retrieve(self, questions: list[Question], k: int | None = None) -> dict[str, RankedList]:
+        """Return the retriever's top-k passages per question."""
+        if self.retriever is None or self.index is None:
+            raise RuntimeError("DenseCandidates.retrieve called before fit()")
+        return search(
+            self.retriever, self.index, questions, k or self.k, self.batch_size, self.accelerator, self.precision
+        )

@@ -1,0 +1,64 @@
+"""Entry points: thin Hydra apps that hand a composed config to ``pipeline``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from ragdistill.utils.config_tree import print_config_tree
+from ragdistill.utils.quiet import quiet_third_party
+
+logger = logging.getLogger(__name__)
+
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def run_task(
+    task: Callable[[DictConfig], tuple[dict[str, float], dict[str, Any]]], cfg: DictConfig
+) -> dict[str, float]:
+    """Run ``task`` with the config tree printed first; log any failure with the run dir, always close W&B."""
+    quiet_third_party()
+    print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
+    try:
+        metrics, _ = task(cfg)
+        return metrics
+    except Exception:
+        logger.exception("Run failed; what it computed so far is in <%s>", cfg.paths.output_dir)
+        raise
+    finally:
+        if "wandb" in sys.modules:  # close the run (also on failure) so its folder is complete for `wandb sync`
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def _metric(metrics: dict[str, float], cfg: DictConfig) -> float | None:
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+def train_main(cfg: DictConfig) -> float | None:
+    """``ragdistill-train``: train a retriever from a teacher and evaluate it."""
+    from ragdistill import pipeline  # heavy imports (torch, transformers) only once a run starts
+
+    return _metric(run_task(pipeline.train, cfg), cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+def eval_main(cfg: DictConfig) -> float | None:
+    """``ragdistill-eval retriever.path=...``: evaluate any retriever folder without training."""
+    from ragdistill import pipeline
+
+    return _metric(run_task(pipeline.evaluate, cfg), cfg)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,233 @@
+"""Load a user's own corpus and questions from JSON Lines files (the format of docs/data_format.md).
+
+Corpus line: ``{"id": str, "text": str, "title": str (optional)}``.
+Question line: ``{"id": str, "question": str, "answers": [str] (optional), "gold_ids": [str] (optional)}``.
+
+Every fault in the files raises :class:`DataValidationError` naming the file, the line and,
+where it applies, the field and the expected type, because a user's first run with their own
+data should fail on the first bad line with a message they can act on, not deep in training.
+Unknown fields are ignored so files can carry the user's own metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Container
+from pathlib import Path
+from typing import Any
+
+from ragdistill.data.errors import DataValidationError, json_type_name
+from ragdistill.data.sampling import sample_questions
+from ragdistill.data.schemas import Passage, Question, RetrievalData
+
+logger = logging.getLogger(__name__)
+
+PathArg = str | os.PathLike[str]
+
+Record = dict[str, Any]
+
+
+def load_jsonl_data(
+    corpus_path: PathArg,
+    train_path: PathArg | None,
+    eval_path: PathArg,
+    name: str = "jsonl",
+    n_train: int | None = None,
+    n_eval: int | None = None,
+    seed: int = 0,
+) -> RetrievalData:
+    """Load a corpus and its train and eval questions from JSONL files, validating every line.
+
+    Args:
+        corpus_path: Corpus file, one passage per line.
+        train_path: Training questions, or ``None`` for evaluation-only data (empty train).
+        eval_path: Evaluation questions.
+        name: Name of the data set in logs and reports.
+        n_train: Keep this many training questions (``None`` = all); see
+            :func:`~ragdistill.data.sampling.sample_questions`.
+        n_eval: Keep this many evaluation questions (``None`` = all).
+        seed: Seed of the subsampling.
+
+    Returns:
+        The data; the corpus keeps file order, questions keep file order.
+
+    Raises:
+        DataValidationError: On any fault listed in docs/data_format.md, naming file and line.
+    """
+    corpus = read_corpus(corpus_path)
+    corpus_ids = {p.id for p in corpus}
+    train = read_questions(train_path, corpus_ids) if train_path is not None else []
+    evaluation = read_questions(eval_path, corpus_ids)
+    _warn_on_shared_ids(train, evaluation)
+    data = RetrievalData(
+        name=name,
+        corpus=corpus,
+        train=sample_questions(train, n_train, seed, split="train"),
+        eval=sample_questions(evaluation, n_eval, seed, split="eval"),
+    )
+    logger.info("Loaded %s", data.summary())
+    return data
+
+
+def read_corpus(path: PathArg) -> list[Passage]:
+    """Read and validate a corpus file: unique non-empty ids, non-empty text, optional title.
+
+    Args:
+        path: The corpus JSONL file.
+
+    Returns:
+        The passages in file order.
+
+    Raises:
+        DataValidationError: On any fault, naming the file and line.
+    """
+    passages: list[Passage] = []
+    first_line: dict[str, int] = {}
+    for line, record in read_jsonl_records(path):
+        passage = Passage(
+            id=_non_empty_string(record, "id", path, line),
+            text=_non_empty_string(record, "text", path, line),
+            title=_optional_string(record, "title", path, line) or "",
+        )
+        _check_unique(passage.id, "passage", first_line, path, line)
+        passages.append(passage)
+    return passages
+
+
+def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
+    """Read and validate a question file; every gold id must be a passage of the corpus.
+
+    Args:
+        path: The questions JSONL file.
+        corpus_ids: Ids of the corpus the gold ids must refer to.
+
+    Returns:
+        The questions in file order; repeated answers or gold ids are kept once, in order.
+
+    Raises:
+        DataValidationError: On any fault, naming the file and line.
+    """
+    questions: list[Question] = []
+    first_line: dict[str, int] = {}
+    for line, record in read_jsonl_records(path):
+        question = Question(
+            id=_non_empty_string(record, "id", path, line),
+            text=_non_empty_string(record, "question", path, line),
+            answers=_string_list(record, "answers", path, line),
+            gold_ids=_string_list(record, "gold_ids", path, line),
+        )
+        _check_unique(question.id, "question", first_line, path, line)
+        for gold_id in question.gold_ids:
+            if gold_id not in corpus_ids:
+                raise DataValidationError(path, f"gold id {gold_id!r} is not a passage id of the corpus", line)
+        questions.append(question)
+    return questions
+
+
+def read_jsonl_records(path: PathArg) -> list[tuple[int, Record]]:
+    """Read a JSONL file as (1-based line number, object) pairs, skipping blank lines.
+
+    Lines are decoded one by one so that a bad byte is reported on its own line; a UTF-8
+    byte-order mark on the first line is tolerated because common editors write one.
+
+    Args:
+        path: The file.
+
+    Returns:
+        One pair per non-blank line.
+
+    Raises:
+        DataValidationError: If the file is missing, holds no record, a line is not UTF-8,
+            not valid JSON, or not a JSON object.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataValidationError(path, "file not found" if not file.exists() else "not a regular file")
+    records: list[tuple[int, Record]] = []
+    with file.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            text = _decode(raw, path, line)
+            if text.strip():
+                records.append((line, _parse_object(text, path, line)))
+    if not records:
+        raise DataValidationError(path, "file is empty (expected one JSON object per line)")
+    return records
+
+
+def _decode(raw: bytes, path: PathArg, line: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(
+            path,
+            f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); save the file as UTF-8",
+            line,
+        ) from None
+
+
+def _parse_object(text: str, path: PathArg, line: int) -> Record:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line) from None
+    if not isinstance(value, dict):
+        raise DataValidationError(path, f"expected a JSON object, got {json_type_name(value)}", line)
+    return value
+
+
+def _non_empty_string(record: Record, field: str, path: PathArg, line: int) -> str:
+    if field not in record:
+        raise DataValidationError(path, f"missing required field {field!r} (string)", line)
+    value = record[field]
+    if not isinstance(value, str):
+        raise DataValidationError(path, f"field {field!r} must be a string, got {json_type_name(value)}", line)
+    if not value.strip():
+        raise DataValidationError(path, f"field {field!r} is empty", line)
+    return value
+
+
+def _optional_string(record: Record, field: str, path: PathArg, line: int) -> str | None:
+    value = record.get(field)
+    if value is not None and not isinstance(value, str):
+        raise DataValidationError(path, f"field {field!r} must be a string, got {json_type_name(value)}", line)
+    return value
+
+
+def _string_list(record: Record, field: str, path: PathArg, line: int) -> tuple[str, ...]:
+    value = record.get(field)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise DataValidationError(
+            path, f"field {field!r} must be an array of strings, got {json_type_name(value)}", line
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataValidationError(
+                path, f"field {field!r} must be an array of strings, item {index} is {json_type_name(item)}", line
+            )
+        if not item.strip():
+            # An empty answer would be "contained" in every passage and count as a hit.
+            raise DataValidationError(path, f"field {field!r} item {index} is an empty string", line)
+    return tuple(dict.fromkeys(value))
+
+
+def _check_unique(item_id: str, kind: str, first_line: dict[str, int], path: PathArg, line: int) -> None:
+    if item_id in first_line:
+        raise DataValidationError(
+            path, f"duplicate {kind} id {item_id!r} (first seen on line {first_line[item_id]})", line
+        )
+    first_line[item_id] = line
+
+
+def _warn_on_shared_ids(train: list[Question], evaluation: list[Question]) -> None:
+    """Warn when a question id is in both splits: usually a leak of eval questions into training."""
+    shared = {q.id for q in train} & {q.id for q in evaluation}
+    if shared:
+        logger.warning(
+            "%d question ids are in both train and eval (e.g. %r); evaluation may be optimistic",
+            len(shared),
+            min(shared),
+        )

@@ -1,0 +1,80 @@
+"""The evaluation stage: index the corpus with the retriever, search the eval questions, score, plot."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ragdistill.candidates.base import as_run
+from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.schemas import RetrievalData
+from ragdistill.evaluation.fusion import fuse_runs
+from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
+from ragdistill.index.faiss_index import FaissIndex
+from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.search import build_index, search
+
+logger = logging.getLogger(__name__)
+
+DENSE = "test"
+"""Metric prefix of the retriever under test; BM25 and fusion get ``test_bm25`` and ``test_fusion_<method>``."""
+
+
+def evaluate_retriever(
+    retriever: BiEncoder,
+    data: RetrievalData,
+    index: FaissIndex,
+    cfg: DictConfig,
+    run_dir: Path,
+    bm25: BM25Candidates | None = None,
+) -> dict[str, float]:
+    """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
+
+    Writes the faiss index to ``run_dir/index`` and ``run_dir/recall_at_k.png``.
+
+    Args:
+        retriever: The retriever under test.
+        data: Corpus and evaluation questions.
+        index: An empty faiss index to fill with the corpus.
+        cfg: The ``evaluation`` config group (ks, depth, bm25_baseline, fusion, encoding settings).
+        run_dir: Where the index and the plot go.
+        bm25: A fitted BM25 first stage over the same corpus, needed for the baseline and fusion.
+
+    Returns:
+        Flat metrics, e.g. ``test/gold/recall@5``, ``test_bm25/gold/recall@5``, ``test_fusion_rrf/gold/mrr@10``.
+    """
+    if not data.eval:
+        raise ValueError(f"data set {data.name!r} has no evaluation questions")
+    depth = max(cfg.depth, *cfg.ks)
+    encode = {"batch_size": cfg.encode_batch_size, "accelerator": cfg.accelerator, "precision": cfg.precision}
+    build_index(retriever, data.corpus, index, **encode)
+    if cfg.save_index:
+        index.save(run_dir / "index")
+    runs = {DENSE: as_run(search(retriever, index, data.eval, depth, **encode))}
+    wants_bm25 = cfg.bm25_baseline or cfg.fusion not in (None, "none")
+    if wants_bm25:
+        if bm25 is None:
+            raise ValueError("evaluation.bm25_baseline / evaluation.fusion need a fitted BM25 first stage")
+        bm25_run = as_run(bm25.retrieve(data.eval, depth))
+        if cfg.bm25_baseline:
+            runs[f"{DENSE}_bm25"] = bm25_run
+        if cfg.fusion not in (None, "none"):
+            runs[f"{DENSE}_fusion_{cfg.fusion}"] = fuse_runs([runs[DENSE], bm25_run], method=cfg.fusion)
+
+    relevance = answer_qrels(data.eval, data.corpus)
+    metrics: dict[str, float] = {}
+    for prefix, run in runs.items():
+        scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=relevance)
+        metrics |= {f"{prefix}/{name}": value for name, value in scored.items()}
+        logger.info(
+            "%-18s gold R@1 %.3f  R@5 %.3f  R@20 %.3f  MRR@10 %.3f",
+            prefix,
+            *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
+        )
+    curves = {prefix: curves_from_metrics(metrics, prefix=f"{prefix}/gold/recall@") for prefix in runs}
+    plot_recall_at_k(curves, run_dir / "recall_at_k.png", title=f"{data.name}: gold-paragraph recall@k")
+    metrics[f"{DENSE}/questions"] = float(len(data.eval))
+    return metrics

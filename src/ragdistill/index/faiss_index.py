@@ -1,0 +1,337 @@
+"""A small faiss wrapper: build over passage embeddings, search with query embeddings, save, load.
+
+Shaped after Tevatron's ``FaissFlatSearcher``: the index knows passage ids (not just row numbers)
+so callers get back ``[Q, k]`` scores and the matching passage ids, ready for a ranx run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from rich.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("flat", "hnsw", "ivfpq")
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.json"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+
+# faiss's k-means asks for ~39 training points per centroid and warns below that.
+_POINTS_PER_CENTROID = 39
+# Vectors added per faiss call; above this a progress bar is shown.
+_ADD_CHUNK = 65_536
+# IVF-PQ is trained on at most this many vectors: more adds time, not quality.
+_MAX_TRAIN = 262_144
+
+
+class FaissIndex:
+    """Exact or approximate nearest-neighbour search over passage embeddings, keyed by passage id.
+
+    Scores are always "higher = more similar": inner products for ``metric="ip"`` and negated
+    squared L2 distances for ``metric="l2"``, so a run built from them ranks the same way for both.
+
+    Args:
+        kind: ``flat`` (exact, the reference), ``hnsw`` (graph, no training, fast queries) or
+            ``ivfpq`` (inverted lists over product-quantised codes, small memory, needs training).
+        metric: ``ip`` (inner product; cosine when the embeddings are normalised) or ``l2``.
+        hnsw_m: Neighbours per HNSW node; more = better recall, more memory.
+        hnsw_ef_search: HNSW search beam width; more = better recall, slower queries.
+        ivf_nlist: Number of IVF lists; clamped to what the corpus can train (~39 points each).
+        pq_m: Number of PQ sub-quantisers; must divide the dimension (the largest divisor of the
+            dimension not above it is used).
+        nprobe: IVF lists visited per query; more = better recall, slower queries.
+
+    Raises:
+        ValueError: If ``kind`` or ``metric`` is unknown, or a size parameter is not positive.
+    """
+
+    def __init__(
+        self,
+        kind: str = "flat",
+        metric: str = "ip",
+        hnsw_m: int = 32,
+        hnsw_ef_search: int = 128,
+        ivf_nlist: int = 1024,
+        pq_m: int = 16,
+        nprobe: int = 32,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+        for name, value in (
+            ("hnsw_m", hnsw_m),
+            ("hnsw_ef_search", hnsw_ef_search),
+            ("ivf_nlist", ivf_nlist),
+            ("pq_m", pq_m),
+            ("nprobe", nprobe),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.kind = kind
+        self.metric = metric
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_search = hnsw_ef_search
+        self.ivf_nlist = ivf_nlist
+        self.pq_m = pq_m
+        self.nprobe = nprobe
+        self._index: Any = None
+        self._ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        dim = self.dim if self._index is not None else None
+        return f"FaissIndex(kind={self.kind!r}, metric={self.metric!r}, dim={dim}, count={len(self)})"
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension of the built index."""
+        return int(self._built().d)
+
+    def build(self, embeddings: np.ndarray, ids: list[str]) -> None:
+        """Index ``embeddings``, row ``i`` answering to ``ids[i]``; replaces any previous content.
+
+        Args:
+            embeddings: Passage embeddings, converted to contiguous float32.
+            ids: Unique passage ids, one per row.
+
+        Shapes:
+            embeddings: ``[N, D]``.
+
+        Raises:
+            ValueError: On an empty corpus, a non-2-D array, a row/id count mismatch or duplicate ids.
+        """
+        x = _as_matrix(embeddings, "embeddings")  # [N, D]
+        n, dim = x.shape
+        if n == 0:
+            raise ValueError("empty corpus: cannot build an index over 0 embeddings")
+        if len(ids) != n:
+            raise ValueError(f"got {n} embeddings but {len(ids)} ids; they must match one to one")
+        if len(set(ids)) != n:
+            raise ValueError(f"passage ids must be unique; {n - len(set(ids))} duplicates among {n}")
+
+        index = faiss.index_factory(dim, self._factory_string(n, dim), METRICS[self.metric])
+        if not index.is_trained:
+            logger.info("Training %s index on %d vectors", self.kind, min(n, _MAX_TRAIN))
+            index.train(_train_sample(x))
+        _add_in_chunks(index, x)
+        self._index = index
+        self._ids = list(ids)
+        self._apply_search_params()
+        logger.info("Built %r", self)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Return the ``k`` best passages for each query, best first.
+
+        ``k`` is clamped to the number of indexed passages. Approximate indexes may find fewer
+        than ``k`` neighbours; faiss's ``-1`` padding is dropped from the ids, and the matching
+        score slots hold ``-inf``.
+
+        Args:
+            queries: Query embeddings, in the same space and dimension as the passages.
+            k: Number of passages per query.
+
+        Shapes:
+            queries: ``[Q, D]``.
+
+        Returns:
+            ``(scores, ids)``: scores ``[Q, k']`` float32 (higher = better, ``k' = min(k, N)``)
+            and, per query, the passage ids of the non-padded slots.
+
+        Raises:
+            ValueError: If ``k < 1`` or the query dimension differs from the index dimension.
+            RuntimeError: If the index was neither built nor loaded.
+        """
+        index = self._built()
+        q = _as_matrix(queries, "queries")  # [Q, D]
+        if q.shape[1] != index.d:
+            raise ValueError(f"query dimension {q.shape[1]} does not match index dimension {index.d}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k = min(k, len(self._ids))
+        scores, rows = index.search(q, k)  # [Q, k], [Q, k]
+        if self.metric == "l2":
+            scores = -scores  # squared distances -> similarities
+        scores[rows < 0] = -np.inf
+        ids = [[self._ids[r] for r in row if r >= 0] for row in rows.tolist()]
+        return scores, ids
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the index, its ids and a small meta file into ``directory``.
+
+        Each file is written under a temporary name and renamed, and the meta file comes last, so
+        an interrupted save never leaves a directory that loads as a complete but wrong index.
+
+        Returns:
+            The directory written to.
+        """
+        index = self._built()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / INDEX_FILE, lambda tmp: faiss.write_index(index, str(tmp)))
+        _atomic_write(out / IDS_FILE, lambda tmp: tmp.write_text(json.dumps(self._ids), encoding="utf-8"))
+        meta = {"format_version": FORMAT_VERSION, "dim": int(index.d), "count": len(self._ids), **self._params()}
+        _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+        logger.info("Saved %r to %s", self, out)
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> FaissIndex:
+        """Read an index written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: If a file of the index is missing (names the files expected).
+            ValueError: If a file is unreadable, or the ids, the index and the meta file disagree.
+        """
+        src = Path(directory)
+        missing = [name for name in (META_FILE, IDS_FILE, INDEX_FILE) if not (src / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"incomplete faiss index directory {src}: missing {', '.join(missing)} "
+                f"(expected {META_FILE}, {IDS_FILE}, {INDEX_FILE}; was it written by FaissIndex.save?)"
+            )
+        meta = _read_json(src / META_FILE)
+        ids = _read_json(src / IDS_FILE)
+        if not isinstance(meta, dict) or not isinstance(ids, list):
+            raise ValueError(f"malformed index files in {src}: {META_FILE} must hold an object, {IDS_FILE} a list")
+        try:
+            index = faiss.read_index(str(src / INDEX_FILE))
+        except RuntimeError as err:
+            raise ValueError(f"cannot read faiss index {src / INDEX_FILE}: {err}") from err
+        if index.ntotal != len(ids):
+            raise ValueError(
+                f"index {src} is inconsistent: {INDEX_FILE} holds {index.ntotal} vectors but {IDS_FILE} "
+                f"has {len(ids)} ids"
+            )
+        if meta.get("dim") != index.d or meta.get("count") != index.ntotal:
+            raise ValueError(
+                f"index {src} is inconsistent: {META_FILE} says dim={meta.get('dim')}, count={meta.get('count')} "
+                f"but {INDEX_FILE} has dim={index.d}, count={index.ntotal}"
+            )
+        params = {key: meta[key] for key in cls._param_names() if key in meta}
+        obj = cls(**params)
+        obj._index = index
+        obj._ids = [str(i) for i in ids]
+        obj._apply_search_params()
+        logger.info("Loaded %r from %s", obj, src)
+        return obj
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _param_names() -> tuple[str, ...]:
+        return ("kind", "metric", "hnsw_m", "hnsw_ef_search", "ivf_nlist", "pq_m", "nprobe")
+
+    def _params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def _built(self) -> Any:
+        if self._index is None:
+            raise RuntimeError("the index is empty: call build(...) or FaissIndex.load(...) first")
+        return self._index
+
+    def _factory_string(self, n: int, dim: int) -> str:
+        """The ``faiss.index_factory`` description for this kind, sized to ``n`` vectors of ``dim``."""
+        if self.kind == "flat":
+            return "Flat"
+        if self.kind == "hnsw":
+            return f"HNSW{self.hnsw_m}"
+        nlist = _clamp_nlist(self.ivf_nlist, n)
+        m = _pq_subquantizers(self.pq_m, dim)
+        nbits = _pq_bits(n)
+        return f"IVF{nlist},PQ{m}x{nbits}"
+
+    def _apply_search_params(self) -> None:
+        """Set the query-time knobs, which faiss does not take from the factory string."""
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.hnsw_ef_search
+        elif self.kind == "ivfpq":
+            faiss.extract_index_ivf(self._index).nprobe = self.nprobe
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 matrix, the only layout faiss accepts."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [rows, dim], got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _clamp_nlist(nlist: int, n: int) -> int:
+    """Largest number of IVF lists that ``n`` training points support (at most ``nlist``)."""
+    supported = max(1, n // _POINTS_PER_CENTROID)
+    if nlist > supported:
+        logger.warning(
+            "ivf_nlist=%d needs ~%d training vectors but only %d are indexed; using nlist=%d",
+            nlist,
+            nlist * _POINTS_PER_CENTROID,
+            n,
+            supported,
+        )
+        return supported
+    return nlist
+
+
+def _pq_subquantizers(pq_m: int, dim: int) -> int:
+    """Largest divisor of ``dim`` not above ``pq_m``: PQ splits each vector into equal parts."""
+    m = next(d for d in range(min(pq_m, dim), 0, -1) if dim % d == 0)
+    if m != pq_m:
+        logger.warning("pq_m=%d does not divide dimension %d; using pq_m=%d", pq_m, dim, m)
+    return m
+
+
+def _pq_bits(n: int) -> int:
+    """Bits per PQ code: 8 (256 centroids) unless fewer than 256 vectors exist to train them."""
+    nbits = max(1, min(8, int(math.log2(n))))
+    if nbits < 8:
+        logger.warning("only %d vectors to train 256 PQ centroids; using %d-bit codes", n, nbits)
+    return nbits
+
+
+def _train_sample(x: np.ndarray) -> np.ndarray:
+    """A fixed random subset of at most ``_MAX_TRAIN`` rows, so training time stays bounded."""
+    if len(x) <= _MAX_TRAIN:
+        return x
+    rows = np.random.default_rng(0).choice(len(x), size=_MAX_TRAIN, replace=False)
+    return x[np.sort(rows)]
+
+
+def _add_in_chunks(index: Any, x: np.ndarray) -> None:
+    """Add ``x`` to ``index`` in chunks, with a progress bar when there is more than one chunk."""
+    with Progress(transient=True, disable=len(x) <= _ADD_CHUNK) as progress:
+        task = progress.add_task("Indexing passages", total=len(x))
+        for start in range(0, len(x), _ADD_CHUNK):
+            chunk = x[start : start + _ADD_CHUNK]
+            index.add(chunk)
+            progress.advance(task, len(chunk))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)`` and then rename the temporary file onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err

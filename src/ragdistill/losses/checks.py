@@ -1,0 +1,21 @@
+"""Shape checks shared by every loss, so a bad batch fails with one clear message."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def check_score_shapes(student_scores: Tensor, **others: Tensor | None) -> None:
+    """Raise ``ValueError`` unless ``student_scores`` is ``[B, N]`` and every other tensor matches it.
+
+    Args:
+        student_scores: ``[B, N]`` student scores.
+        **others: Named tensors (teacher scores, masks) that must have the same shape; ``None`` is skipped.
+    """
+    if student_scores.dim() != 2:
+        raise ValueError(f"student_scores must be [batch, candidates], got shape {tuple(student_scores.shape)}")
+    for name, tensor in others.items():
+        if tensor is not None and tensor.shape != student_scores.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, expected {tuple(student_scores.shape)} like student_scores"
+            )

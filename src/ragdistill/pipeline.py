@@ -1,0 +1,123 @@
+"""The experiment, top-down: data → candidates → teacher → student fit → index → evaluate → report.
+
+``train(cfg)`` and ``evaluate(cfg)`` only build objects from the config and connect them; each stage's
+logic lives in its own module. Tests call these functions directly with a composed config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+
+from ragdistill.candidates.base import CandidateGenerator
+from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.schemas import RetrievalData
+from ragdistill.evaluation.retrieval import evaluate_retriever
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.export import export_sentence_transformers
+from ragdistill.utils.run_info import save_run_info
+from ragdistill.utils.timing import StageTimer
+
+logger = logging.getLogger(__name__)
+
+
+def _build(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
+    logger.info("Instantiating %s <%s>", what, cfg[what].get("_target_"))
+    return instantiate(cfg[what], **kwargs)
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (loggers, callbacks); ``None`` entries are skipped."""
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+
+
+def _bm25_for_evaluation(first_stage: CandidateGenerator | None, data: RetrievalData) -> BM25Candidates:
+    if isinstance(first_stage, BM25Candidates):
+        return first_stage
+    return BM25Candidates().fit(data.corpus)
+
+
+def _finish(
+    cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int
+) -> dict[str, float]:
+    for lg in loggers:
+        lg.log_metrics(metrics, step=step)
+        lg.finalize("success")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    logger.info("Wrote <%s>", run_dir / "metrics.json")
+    return metrics
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
+    run_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    save_run_info(run_dir, cfg)
+    timer = StageTimer()
+
+    with timer("data"):
+        data: RetrievalData = _build(cfg, "data")
+    logger.info("Data: %s", data.summary())
+
+    retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
+    first_stage: CandidateGenerator = _build(cfg, "candidates")
+    with timer("candidates"):
+        first_stage.fit(data.corpus, retriever=retriever)
+        candidates = first_stage.retrieve(data.train)
+
+    teacher = _build(cfg, "teacher")
+    with timer("teacher"):
+        signals = teacher.score(data.train, candidates, data)
+
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
+    trainer: pl.Trainer = _build(
+        cfg, "trainer", logger=loggers or False, callbacks=instantiate_group(cfg.get("callbacks"))
+    )
+    with timer("fit"):
+        trainer.fit(retriever, datamodule=datamodule)
+    export_sentence_transformers(retriever, run_dir / "retriever")
+
+    metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals))}
+    if cfg.get("evaluate", True):
+        with timer("evaluate"):
+            metrics |= evaluate_retriever(
+                retriever,
+                data,
+                _build(cfg, "index"),
+                cfg.evaluation,
+                run_dir,
+                bm25=_bm25_for_evaluation(first_stage, data),
+            )
+    metrics |= timer.metrics()
+    objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
+    return _finish(cfg, metrics, loggers, run_dir, trainer.global_step), objects
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
+    run_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    save_run_info(run_dir, cfg)
+    timer = StageTimer()
+    with timer("data"):
+        data: RetrievalData = _build(cfg, "data")
+    logger.info("Data: %s", data.summary())
+    retriever: BiEncoder = _build(cfg, "retriever")
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    with timer("evaluate"):
+        bm25 = BM25Candidates().fit(data.corpus) if cfg.evaluation.bm25_baseline else None
+        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25=bm25)
+    metrics |= timer.metrics()
+    return _finish(cfg, metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}

@@ -1,0 +1,169 @@
+"""The bi-encoder retriever as a LightningModule: fit learns from teacher signals, predict encodes texts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from ragdistill.models.locate import resolve_model_path
+from ragdistill.retriever.in_batch import layout_scores
+from ragdistill.retriever.pooling import POOLING_MODES, pool
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_FILE = "ragdistill.json"
+"""Written beside an exported retriever: the settings a sentence-transformers folder cannot hold."""
+
+
+def load_tower_paths(path: str, shared_towers: bool) -> tuple[str, str]:
+    """Return (query tower, passage tower) locations; an exported two-tower folder has ``query/`` and ``passage/``."""
+    folder = Path(path)
+    if (folder / SETTINGS_FILE).exists():
+        settings = json.loads((folder / SETTINGS_FILE).read_text())
+        if not settings.get("shared_towers", True):
+            return str(folder / "query"), str(folder / "passage")
+    return path, path
+
+
+class BiEncoder(pl.LightningModule):
+    """Encode queries and passages into one vector each; score = dot product / temperature.
+
+    Args:
+        path: ``packaged:all-MiniLM-L6-v2``, a hub id, or a local folder (e.g. a retriever exported by
+            an earlier run).
+        shared_towers: One encoder for queries and passages (DPR uses two; with little data one shared
+            tower generalises better).
+        pooling: ``mean`` or ``cls``.
+        normalize: L2-normalise vectors (cosine similarity); the packaged MiniLM was trained so.
+        temperature: Student temperature τ dividing similarities; 0.05 is sentence-transformers' scale 20.
+        query_max_length: Token limit for questions.
+        passage_max_length: Token limit for passages (MiniLM was trained with 256).
+        in_batch_negatives: Score every question against every passage of the batch.
+        query_prefix: Text put before each question (e5-style ``query: `` for backbones that expect it).
+        passage_prefix: Text put before each passage.
+        optimizer: Factory ``params -> Optimizer`` (a Hydra ``_partial_``).
+        scheduler: Factory ``(optimizer, total_steps) -> LR scheduler``, stepped every batch, or ``None``.
+        loss: Module with ``forward(student_scores, teacher_scores, mask, positive_mask)``.
+        cache_dir: Where packaged multi-part models are assembled.
+    """
+
+    def __init__(
+        self,
+        path: str = "packaged:all-MiniLM-L6-v2",
+        shared_towers: bool = True,
+        pooling: str = "mean",
+        normalize: bool = True,
+        temperature: float = 0.05,
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        in_batch_negatives: bool = True,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        loss: nn.Module | None = None,
+        cache_dir: str = ".cache/ragdistill",
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"retriever.pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        if temperature <= 0:
+            raise ValueError(f"retriever.temperature must be > 0, got {temperature}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"])
+        resolved = resolve_model_path(path, cache_dir)
+        query_path, passage_path = load_tower_paths(resolved, shared_towers)
+        self.tokenizer = AutoTokenizer.from_pretrained(passage_path)
+        self.passage_encoder: PreTrainedModel = AutoModel.from_pretrained(passage_path)
+        self.query_encoder: PreTrainedModel = (
+            self.passage_encoder if shared_towers else AutoModel.from_pretrained(query_path)
+        )
+        logger.info("Loaded retriever backbone <%s> (%s towers)", resolved, "shared" if shared_towers else "separate")
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.loss = loss
+
+    # -- encoding -------------------------------------------------------------------------------------
+    def _encode(self, encoder: PreTrainedModel, texts: list[str], prefix: str, max_length: int) -> Tensor:
+        tokens = self.tokenizer(
+            [prefix + t for t in texts], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = encoder(**tokens).last_hidden_state  # [B, T, D]
+        return pool(hidden, tokens["attention_mask"], self.hparams["pooling"], self.hparams["normalize"])
+
+    def encode_queries(self, texts: list[str]) -> Tensor:
+        """``[B, D]`` float32 question vectors."""
+        return self._encode(self.query_encoder, texts, self.hparams["query_prefix"], self.hparams["query_max_length"])
+
+    def encode_passages(self, texts: list[str]) -> Tensor:
+        """``[B, D]`` float32 passage vectors."""
+        return self._encode(
+            self.passage_encoder, texts, self.hparams["passage_prefix"], self.hparams["passage_max_length"]
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the vectors this retriever returns."""
+        return int(self.passage_encoder.config.hidden_size)
+
+    # -- training ------------------------------------------------------------------------------------
+    def _step(self, batch: dict[str, Any], split: str) -> Tensor:
+        if self.loss is None:
+            raise RuntimeError("BiEncoder has no loss: build it with loss=... to train")
+        queries = self.encode_queries(batch["queries"])  # [B, D]
+        passages = self.encode_passages(batch["passages"])  # [B·G, D]
+        batch_size, group = batch["teacher_scores"].shape
+        layout = layout_scores(
+            batch["teacher_scores"],
+            batch["group_mask"],
+            batch["positive_mask"],
+            batch["pids"],
+            batch["positive_ids"],
+            self.hparams["in_batch_negatives"],
+        )
+        if self.hparams["in_batch_negatives"]:
+            student = queries @ passages.T  # [B, B·G]
+        else:
+            student = torch.einsum("bd,bgd->bg", queries, passages.view(batch_size, group, -1))  # [B, G]
+        student = student / self.hparams["temperature"]
+        loss = self.loss(
+            student,
+            layout.teacher_scores.to(self.device),
+            layout.mask.to(self.device),
+            layout.positive_mask.to(self.device),
+        )
+        top1 = student.masked_fill(~layout.mask.to(self.device), float("-inf")).argmax(dim=1)
+        hit = layout.positive_mask.to(self.device).gather(1, top1[:, None]).float().mean()
+        self.log(f"{split}/loss", loss, batch_size=batch_size, prog_bar=True)
+        self.log(f"{split}/acc@1", hit, batch_size=batch_size, prog_bar=split == "val")
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One optimisation step on a batch of teacher-signal groups."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Loss and top-1 accuracy (a positive ranked first) on held-out training questions."""
+        return self._step(batch, "val")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor]:
+        """Encode a batch of texts: returns (row indices ``[b]``, vectors ``[b, D]`` float32 on CPU)."""
+        encode = self.encode_queries if batch["kind"] == "query" else self.encode_passages
+        return batch["rows"], encode(batch["texts"]).float().cpu()
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer from the config factory, with a per-step scheduler when one is configured."""
+        if self.optimizer_factory is None:
+            raise RuntimeError("BiEncoder has no optimizer: build it with optimizer=... to train")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,84 @@
+"""Encode many texts as a Lightning ``predict`` run, with length bucketing to keep padding low."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import RichProgressBar
+from torch.utils.data import DataLoader, Dataset
+
+from ragdistill.retriever.bi_encoder import BiEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class _Rows(Dataset[tuple[int, str]]):
+    """(original row, text) pairs in encoding order."""
+
+    def __init__(self, rows: list[tuple[int, str]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[int, str]:
+        return self.rows[index]
+
+
+def _collate(kind: str) -> Any:
+    def collate(items: list[tuple[int, str]]) -> dict[str, Any]:
+        rows, texts = zip(*items, strict=True)
+        return {"rows": torch.tensor(rows), "texts": list(texts), "kind": kind}
+
+    return collate
+
+
+def encode_texts(
+    retriever: BiEncoder,
+    texts: list[str],
+    kind: str,
+    batch_size: int = 64,
+    accelerator: str = "auto",
+    precision: str | None = "bf16-mixed",
+) -> np.ndarray:
+    """Return ``[N, D]`` float32 vectors for ``texts`` in their original order.
+
+    Texts are sorted by length so each batch pads to similar lengths (on SQuAD paragraphs this roughly
+    halves encoding time), then put back in order.
+
+    Args:
+        retriever: The bi-encoder (its query or passage tower is used according to ``kind``).
+        texts: What to encode.
+        kind: ``query`` or ``passage``.
+        batch_size: Texts per forward pass.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        precision: Lightning precision; ``bf16-mixed`` runs matmuls in bfloat16 (2.6× faster on these
+            CPUs, embeddings unchanged to cosine 1.0000 per SOURCES.md); ``32-true`` for exact float32.
+    """
+    if kind not in ("query", "passage"):
+        raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+    if not texts:
+        return np.zeros((0, retriever.embedding_dim), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    loader = DataLoader(_Rows([(i, texts[i]) for i in order]), batch_size, shuffle=False, collate_fn=_collate(kind))
+    logger.info("Encoding %d %s texts (batch %d, precision %s)", len(texts), kind, batch_size, precision)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,  # type: ignore[arg-type]
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[RichProgressBar()],
+    )
+    was_training = retriever.training
+    outputs = trainer.predict(retriever, loader)
+    retriever.train(was_training)
+    vectors = np.zeros((len(texts), retriever.embedding_dim), dtype=np.float32)
+    for rows, batch_vectors in outputs or []:
+        vectors[rows.numpy()] = batch_vectors.numpy()
+    return vectors

@@ -1,0 +1,46 @@
+"""Dense retrieval end to end: encode the corpus, index it, encode questions, search."""
+
+from __future__ import annotations
+
+import logging
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Passage, Question
+from ragdistill.index.faiss_index import FaissIndex
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.encode import encode_texts
+
+logger = logging.getLogger(__name__)
+
+
+def build_index(
+    retriever: BiEncoder,
+    corpus: list[Passage],
+    index: FaissIndex,
+    batch_size: int = 64,
+    accelerator: str = "auto",
+    precision: str | None = "bf16-mixed",
+) -> FaissIndex:
+    """Encode every passage with the retriever's passage tower and add them to ``index``."""
+    if not corpus:
+        raise ValueError("cannot index an empty corpus")
+    vectors = encode_texts(retriever, [p.text for p in corpus], "passage", batch_size, accelerator, precision)
+    index.build(vectors, [p.id for p in corpus])
+    return index
+
+
+def search(
+    retriever: BiEncoder,
+    index: FaissIndex,
+    questions: list[Question],
+    k: int,
+    batch_size: int = 64,
+    accelerator: str = "auto",
+    precision: str | None = "bf16-mixed",
+) -> dict[str, RankedList]:
+    """Return the top-``k`` passages of ``index`` for each question, best first."""
+    vectors = encode_texts(retriever, [q.text for q in questions], "query", batch_size, accelerator, precision)
+    scores, ids = index.search(vectors, k)  # [Q, k]
+    return {
+        q.id: RankedList(row_ids, row_scores) for q, row_ids, row_scores in zip(questions, ids, scores, strict=True)
+    }

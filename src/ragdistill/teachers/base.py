@@ -1,0 +1,24 @@
+"""The small interface every teacher implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.teachers.signal import TeacherSignal
+
+
+class Teacher(ABC):
+    """Turn each training question's first-stage candidates into a :class:`TeacherSignal`.
+
+    Teachers are chosen by the ``teacher=`` config group (one module and one YAML file each), never by
+    branching on a mode string. A teacher may drop a question it cannot judge (e.g. no gold label); it
+    logs how many it dropped.
+    """
+
+    @abstractmethod
+    def score(
+        self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """Return one signal per question the teacher could judge, in the order of ``questions``."""

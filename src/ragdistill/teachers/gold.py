@@ -1,0 +1,71 @@
+"""The supervised baseline: human positives with BM25 hard negatives (DPR)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.signal import TeacherSignal
+
+logger = logging.getLogger(__name__)
+
+
+def contains_answer(passage: Passage, answers: tuple[str, ...]) -> bool:
+    """Whether the passage text contains any answer string (case- and whitespace-insensitive)."""
+    text = " ".join(passage.text.lower().split())
+    return any(" ".join(a.lower().split()) in text for a in answers if a.strip())
+
+
+class GoldTeacher(Teacher):
+    """Mark the human-labelled passages as positives and the other first-stage candidates as hard negatives.
+
+    Scores: 1 for a gold passage, 0 for a hard negative (higher = more useful), so a distribution-matching
+    loss sees a one-hot target and InfoNCE sees exactly the positives.
+
+    Args:
+        num_candidates: How many first-stage candidates to keep as hard negatives per question.
+        drop_answer_negatives: Drop candidates that contain a gold answer string from the negatives. On
+            SQuAD several paragraphs of one article often mention the answer; pushing them away teaches
+            the retriever to reject useful passages (DPR filters its BM25 negatives the same way).
+
+    References:
+        Karpukhin et al., Dense Passage Retrieval for Open-Domain Question Answering, EMNLP 2020,
+        arXiv:2004.04906.
+    """
+
+    def __init__(self, num_candidates: int = 20, drop_answer_negatives: bool = True) -> None:
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        self.num_candidates = num_candidates
+        self.drop_answer_negatives = drop_answer_negatives
+
+    def score(
+        self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """Return a signal per question that has gold ids; questions without them are dropped (and counted)."""
+        signals, unlabelled, without_negatives = [], 0, 0
+        for question in questions:
+            if not question.gold_ids:
+                unlabelled += 1
+                continue
+            gold = set(question.gold_ids)
+            negatives = [
+                pid
+                for pid in candidates[question.id].ids
+                if pid not in gold
+                and not (self.drop_answer_negatives and contains_answer(data.passage(pid), question.answers))
+            ][: self.num_candidates]
+            without_negatives += not negatives
+            ids = list(question.gold_ids) + negatives
+            scores = np.array([1.0] * len(question.gold_ids) + [0.0] * len(negatives), dtype=np.float32)
+            signals.append(TeacherSignal(question.id, ids, scores, positive_ids=tuple(question.gold_ids)))
+        if unlabelled:
+            logger.warning("Gold teacher dropped %d of %d questions without gold ids", unlabelled, len(questions))
+        if without_negatives:
+            logger.warning("%d questions have no hard negative left (in-batch negatives only)", without_negatives)
+        logger.info("Gold teacher: %d signals", len(signals))
+        return signals

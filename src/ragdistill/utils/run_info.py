@@ -1,0 +1,70 @@
+"""Record what a run needs to be reproduced: the resolved config, package versions and the git commit."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+TRACKED_PACKAGES = (
+    "ragdistill",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "faiss-cpu",
+    "bm25s",
+    "ranx",
+    "numpy",
+    "wandb",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each package the results depend on (None where missing)."""
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(start: Path | None = None) -> dict[str, Any]:
+    """The commit of the ragdistill checkout and whether it had uncommitted changes (None outside git)."""
+    where = str(start or Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Write ``run_info.json`` (versions, git, command) and ``resolved_config.yaml`` into the run dir."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {
+        "command": sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "git": git_state(),
+    }
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return info

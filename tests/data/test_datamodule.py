@@ -1,0 +1,68 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ragdistill.data.datamodule import DistillationDataModule, select_group
+from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.teachers.signal import TeacherSignal
+
+
+def _data(n_questions=10):
+    corpus = [Passage(f"p{i}", f"passage {i}") for i in range(8)]
+    train = [Question(f"q{i}", f"question {i}", (), ("p0",)) for i in range(n_questions)]
+    return RetrievalData("toy", corpus, train, [])
+
+
+def _signal(qid, n=6, positives=("p0",)):
+    ids = [f"p{i}" for i in range(n)]
+    scores = np.array([1.0 if pid in positives else 0.0 for pid in ids], dtype=np.float32)
+    return TeacherSignal(qid, ids, scores, positive_ids=positives)
+
+
+def test_select_group_puts_a_positive_first():
+    rng = random.Random(0)
+    for _ in range(20):
+        chosen = select_group(_signal("q"), 4, rng)
+        assert chosen[0] == 0 and len(chosen) == 4 and len(set(chosen)) == 4
+
+
+def test_select_group_without_positives_keeps_judged_order():
+    signal = TeacherSignal("q", ["a", "b", "c"], np.array([-np.inf, 0.3, 0.1]))
+    assert select_group(signal, 2, random.Random(0)) == [1, 2]
+
+
+def test_batches_are_padded_and_reproducible():
+    data = _data()
+    signals = [_signal(q.id, n=2 if i == 0 else 6) for i, q in enumerate(data.train)]
+
+    def first_batch():
+        module = DistillationDataModule(signals, data, batch_size=10, group_size=4, val_size=0, seed=3)
+        return next(iter(module.train_dataloader()))
+
+    batch = first_batch()
+    assert batch["teacher_scores"].shape == (10, 4)
+    assert len(batch["passages"]) == 40
+    padded_row = batch["qids"].index("q0")
+    assert batch["group_mask"][padded_row].tolist() == [True, True, False, False]
+    assert batch["teacher_scores"][padded_row, 2].item() == float("-inf")
+    again = first_batch()
+    assert batch["pids"] == again["pids"] and torch.equal(batch["positive_mask"], again["positive_mask"])
+
+
+def test_validation_split_is_held_out():
+    data = _data(50)
+    module = DistillationDataModule([_signal(q.id) for q in data.train], data, val_size=5, seed=0)
+    train_ids = {s.qid for s in module.train_signals}
+    val_ids = {s.qid for s in module.val_signals}
+    assert len(val_ids) == 5 and not train_ids & val_ids and len(train_ids) == 45
+
+
+def test_empty_signals_and_unknown_questions_raise():
+    data = _data()
+    with pytest.raises(ValueError, match="no teacher signals"):
+        DistillationDataModule([], data)
+    module = DistillationDataModule([_signal("nope")], data, val_size=0)
+    with pytest.raises(ValueError, match="unknown training questions"):
+        module.train_dataloader()
