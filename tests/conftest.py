@@ -34,6 +34,12 @@ def _quiet() -> None:
     quiet_third_party()
 
 
+@pytest.fixture(scope="session")
+def compose_at():
+    """``compose_at(name, overrides, run_dir)`` for module-scoped fixtures that pick their own run dir."""
+    return compose_config
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path):
     """``compose_cfg(name, overrides)`` → a composed config whose run dir is a fresh tmp dir."""

@@ -23,6 +23,15 @@ DENSE = "test"
 """Metric prefix of the retriever under test; BM25 and fusion get ``test_bm25`` and ``test_fusion_<method>``."""
 
 
+def _label(prefix: str) -> str:
+    """Legend label of a run prefix: ``test`` → ``dense``, ``test_fusion_rrf`` → ``dense + BM25 (rrf)``."""
+    if prefix == DENSE:
+        return "dense"
+    if prefix == f"{DENSE}_bm25":
+        return "BM25"
+    return f"dense + BM25 ({prefix.removeprefix(f'{DENSE}_fusion_')})"
+
+
 def evaluate_retriever(
     retriever: BiEncoder,
     data: RetrievalData,
@@ -74,7 +83,7 @@ def evaluate_retriever(
             prefix,
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
-    curves = {prefix: curves_from_metrics(metrics, prefix=f"{prefix}/gold/recall@") for prefix in runs}
+    curves = {_label(prefix): curves_from_metrics(metrics, prefix=f"{prefix}/gold/recall@") for prefix in runs}
     plot_recall_at_k(curves, run_dir / "recall_at_k.png", title=f"{data.name}: gold-paragraph recall@k")
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
     return metrics

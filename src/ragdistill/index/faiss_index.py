@@ -253,7 +253,9 @@ class FaissIndex:
         nlist = _clamp_nlist(self.ivf_nlist, n)
         m = _pq_subquantizers(self.pq_m, dim)
         nbits = _pq_bits(n)
-        return f"IVF{nlist},PQ{m}x{nbits}"
+        # "np": no polysemous training, which only serves Hamming-filtered search and makes
+        # training ~20x slower (13 s vs 0.7 s on 4k vectors).
+        return f"IVF{nlist},PQ{m}x{nbits}np"
 
     def _apply_search_params(self) -> None:
         """Set the query-time knobs, which faiss does not take from the factory string."""

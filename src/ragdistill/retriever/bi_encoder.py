@@ -86,6 +86,7 @@ class BiEncoder(pl.LightningModule):
             self.passage_encoder if shared_towers else AutoModel.from_pretrained(query_path)
         )
         logger.info("Loaded retriever backbone <%s> (%s towers)", resolved, "shared" if shared_towers else "separate")
+        self.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on (Lightning keeps modes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.loss = loss

@@ -15,7 +15,12 @@ def quiet_third_party() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric", "pytorch_lightning.accelerators"):
+    for name in (
+        "bm25s",
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning_fabric",
+        "pytorch_lightning.accelerators",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")

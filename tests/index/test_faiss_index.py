@@ -1,0 +1,175 @@
+"""FaissIndex: exact search against numpy, approximate kinds against exact, save/load, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragdistill.index.faiss_index import IDS_FILE, INDEX_FILE, META_FILE, FaissIndex
+
+
+def _ids(n: int) -> list[str]:
+    return [f"p{i}" for i in range(n)]
+
+
+def _clustered(n: int, dim: int, n_clusters: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around random centres, and queries drawn near the same centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim))
+    x = centres[rng.integers(n_clusters, size=n)] + 0.3 * rng.normal(size=(n, dim))
+    q = centres[rng.integers(n_clusters, size=50)] + 0.3 * rng.normal(size=(50, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x.astype(np.float32), q.astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_flat_equals_brute_force(metric: str) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 24)).astype(np.float32)  # [N, D]
+    q = rng.normal(size=(7, 24)).astype(np.float32)  # [Q, D]
+    index = FaissIndex("flat", metric=metric)
+    index.build(x, _ids(300))
+
+    scores, ids = index.search(q, k=10)
+
+    neg_sq_l2 = -((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)  # [Q, N]
+    sims = q @ x.T if metric == "ip" else neg_sq_l2  # [Q, N]
+    top = np.argsort(-sims, axis=1)[:, :10]  # [Q, 10]
+    assert scores.shape == (7, 10)
+    assert ids == [[f"p{j}" for j in row] for row in top]
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, top, axis=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("kind", "min_recall"), [("hnsw", 0.95), ("ivfpq", 0.7)])
+def test_approximate_kinds_recall_against_flat(kind: str, min_recall: float) -> None:
+    x, q = _clustered(4000, 32, n_clusters=40)
+    exact = FaissIndex("flat")
+    exact.build(x, _ids(len(x)))
+    approx = FaissIndex(kind, ivf_nlist=64, pq_m=16, nprobe=16)
+    approx.build(x, _ids(len(x)))
+
+    _, truth = exact.search(q, 10)
+    _, found = approx.search(q, 10)
+
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall >= min_recall, f"{kind} recall@10 vs flat = {recall:.3f}"
+
+
+def test_ivfpq_clamps_nlist_and_pq_m(caplog: pytest.LogCaptureFixture) -> None:
+    x, q = _clustered(1000, 30, n_clusters=10)
+    index = FaissIndex("ivfpq", ivf_nlist=1024, pq_m=16)
+    with caplog.at_level(logging.WARNING, logger="ragdistill.index.faiss_index"):
+        index.build(x, _ids(len(x)))
+    assert "using nlist=25" in caplog.text  # 1000 // 39
+    assert "using pq_m=15" in caplog.text  # largest divisor of 30 that is <= 16
+    scores, ids = index.search(q, 5)
+    assert scores.shape == (50, 5)
+    assert all(len(row) == 5 for row in ids)
+
+
+def test_k_is_clamped_and_padding_dropped() -> None:
+    x, q = _clustered(400, 16, n_clusters=8)
+    flat = FaissIndex("flat")
+    flat.build(x, _ids(400))
+    scores, ids = flat.search(q[:2], k=1000)
+    assert scores.shape == (2, 400)
+    assert sorted(ids[0]) == sorted(_ids(400))
+
+    # One probed list out of ten holds fewer than 400 vectors: faiss pads with -1.
+    ivf = FaissIndex("ivfpq", ivf_nlist=10, pq_m=4, nprobe=1)
+    ivf.build(x, _ids(400))
+    scores, ids = ivf.search(q[:2], k=400)
+    for row_scores, row_ids in zip(scores, ids, strict=True):
+        assert 0 < len(row_ids) < 400
+        assert np.isfinite(row_scores[: len(row_ids)]).all()
+        assert np.isneginf(row_scores[len(row_ids) :]).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_save_load_roundtrip(tmp_path: Path, kind: str) -> None:
+    x, q = _clustered(2000, 16, n_clusters=20)
+    index = FaissIndex(kind, hnsw_ef_search=64, ivf_nlist=32, pq_m=8, nprobe=8)
+    index.build(x, _ids(len(x)))
+    scores, ids = index.search(q, 10)
+
+    index.save(tmp_path / "idx")
+    loaded = FaissIndex.load(tmp_path / "idx")
+
+    assert len(loaded) == 2000 and loaded.dim == 16 and loaded.kind == kind
+    assert (loaded.hnsw_ef_search, loaded.nprobe) == (64, 8)
+    loaded_scores, loaded_ids = loaded.search(q, 10)
+    assert loaded_ids == ids
+    np.testing.assert_allclose(loaded_scores, scores)
+    assert not [p.name for p in (tmp_path / "idx").iterdir() if ".tmp" in p.name]
+
+
+def test_bad_kind_and_metric() -> None:
+    with pytest.raises(ValueError, match=r"valid kinds: flat, hnsw, ivfpq"):
+        FaissIndex("ivf")
+    with pytest.raises(ValueError, match=r"valid metrics: ip, l2"):
+        FaissIndex(metric="cosine")
+
+
+def test_empty_corpus_and_bad_ids() -> None:
+    with pytest.raises(ValueError, match="empty corpus"):
+        FaissIndex().build(np.zeros((0, 8), dtype=np.float32), [])
+    with pytest.raises(ValueError, match="3 embeddings but 2 ids"):
+        FaissIndex().build(np.zeros((3, 8), dtype=np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="unique"):
+        FaissIndex().build(np.zeros((2, 8), dtype=np.float32), ["a", "a"])
+
+
+def test_search_errors() -> None:
+    with pytest.raises(RuntimeError, match="build"):
+        FaissIndex().search(np.zeros((1, 8), dtype=np.float32), 1)
+    index = FaissIndex()
+    index.build(np.eye(8, dtype=np.float32), _ids(8))
+    with pytest.raises(ValueError, match=r"query dimension 5 does not match index dimension 8"):
+        index.search(np.zeros((2, 5), dtype=np.float32), 3)
+    with pytest.raises(ValueError, match="2-D"):
+        index.search(np.zeros(8, dtype=np.float32), 3)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    index = FaissIndex()
+    index.build(np.eye(8, dtype=np.float32), _ids(8))
+    return index.save(tmp_path / "idx")
+
+
+def test_load_missing_file(saved: Path) -> None:
+    (saved / INDEX_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"missing {INDEX_FILE}"):
+        FaissIndex.load(saved)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        FaissIndex.load(saved.parent / "nowhere")
+
+
+def test_load_corrupt_index(saved: Path) -> None:
+    (saved / INDEX_FILE).write_bytes(b"not a faiss index")
+    with pytest.raises(ValueError, match="cannot read faiss index"):
+        FaissIndex.load(saved)
+
+
+def test_load_corrupt_json(saved: Path) -> None:
+    (saved / IDS_FILE).write_text('["p0", ', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"cannot read .*{IDS_FILE}"):
+        FaissIndex.load(saved)
+
+
+def test_load_ids_count_mismatch(saved: Path) -> None:
+    (saved / IDS_FILE).write_text(json.dumps(_ids(7)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"holds 8 vectors but ids\.json has 7 ids"):
+        FaissIndex.load(saved)
+
+
+def test_load_meta_mismatch(saved: Path) -> None:
+    meta = json.loads((saved / META_FILE).read_text(encoding="utf-8"))
+    (saved / META_FILE).write_text(json.dumps({**meta, "dim": 9}), encoding="utf-8")
+    with pytest.raises(ValueError, match="dim=9"):
+        FaissIndex.load(saved)
