@@ -39,8 +39,16 @@ def test_run_dir_holds_every_artifact(trained):
 def test_metrics_are_probabilities_with_every_family(trained):
     _, metrics, _ = trained
     for system in ("test", "test_bm25", "test_fusion_rrf"):
-        for name in ("gold/recall@1", "gold/recall@5", "gold/recall@20", "gold/recall@100", "gold/mrr@10",
-                     "gold/ndcg@10", "answer/recall@5", "answer/mrr@10"):
+        for name in (
+            "gold/recall@1",
+            "gold/recall@5",
+            "gold/recall@20",
+            "gold/recall@100",
+            "gold/mrr@10",
+            "gold/ndcg@10",
+            "answer/recall@5",
+            "answer/mrr@10",
+        ):
             assert 0.0 <= metrics[f"{system}/{name}"] <= 1.0, (system, name)
         assert metrics[f"{system}/gold/recall@1"] <= metrics[f"{system}/gold/recall@20"]
     assert metrics["train/questions"] > 0 and metrics["runtime/fit_s"] > 0

@@ -184,3 +184,18 @@ def test_packaged_squad_open_sizes() -> None:
     default = load_squad_open()
     assert len(default.eval) == 1000
     assert default.eval == load_squad_open().eval
+
+
+def test_corpus_size_keeps_every_gold_passage() -> None:
+    from ragdistill.data.sampling import sample_corpus
+    from ragdistill.data.schemas import Passage, Question
+
+    corpus = [Passage(f"p{i}", f"text {i}") for i in range(100)]
+    questions = [Question("q1", "?", (), ("p7",)), Question("q2", "?", (), ("p93",))]
+    small = sample_corpus(corpus, 10, seed=0, keep=questions)
+    assert len(small) == 10 and {"p7", "p93"} <= {p.id for p in small}
+    assert [p.id for p in small] == sorted((p.id for p in small), key=lambda s: int(s[1:]))
+    assert small == sample_corpus(corpus, 10, seed=0, keep=questions)
+    assert sample_corpus(corpus, None, seed=0) == corpus
+    with pytest.raises(ValueError, match="smaller than the 2 gold passages"):
+        sample_corpus(corpus, 1, seed=0, keep=questions)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from ragdistill.data.schemas import Question
+from ragdistill.data.schemas import Passage, Question
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +54,32 @@ def sample_questions(questions: Sequence[Question], n: int | None, seed: int, *,
     chosen = {q.id for q in random.Random(seed).sample(by_id, n)}
     logger.info("Sampled %d of %d %s questions <seed=%d>", n, len(questions), split, seed)
     return [q for q in questions if q.id in chosen]
+
+
+def sample_corpus(
+    corpus: Sequence[Passage], size: int | None, seed: int, keep: Iterable[Question] = ()
+) -> list[Passage]:
+    """Shrink a corpus to ``size`` passages for quick runs, never dropping a gold passage of ``keep``.
+
+    Every gold passage of the kept questions stays (so every question remains answerable), and
+    the rest is a seeded random sample of the other passages, returned in corpus order. Metrics on
+    a shrunk corpus are higher than on the full one: use it to iterate, not to report.
+
+    Args:
+        corpus: The full corpus.
+        size: Target size; ``None`` (or a size >= the corpus) keeps everything.
+        seed: Seed of the distractor sample.
+        keep: Questions whose gold passages must stay.
+
+    Raises:
+        ValueError: If ``size`` is smaller than the number of gold passages to keep.
+    """
+    if size is None or size >= len(corpus):
+        return list(corpus)
+    gold = {pid for q in keep for pid in q.gold_ids}
+    if size < len(gold):
+        raise ValueError(f"corpus_size={size} is smaller than the {len(gold)} gold passages of the chosen questions")
+    others = sorted(p.id for p in corpus if p.id not in gold)
+    chosen = gold | set(random.Random(seed).sample(others, size - len(gold)))
+    logger.info("Shrunk the corpus to %d of %d passages (%d gold) <seed=%d>", size, len(corpus), len(gold), seed)
+    return [p for p in corpus if p.id in chosen]

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from ragdistill.data.errors import DataValidationError, json_type_name
 from ragdistill.data.jsonl import PathArg
-from ragdistill.data.sampling import sample_questions
+from ragdistill.data.sampling import sample_corpus, sample_questions
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def load_squad_open(
     n_train: int | None = None,
     n_eval: int | None = 1000,
     seed: int = 0,
+    corpus_size: int | None = None,
     train_path: PathArg | None = None,
     dev_path: PathArg | None = None,
 ) -> RetrievalData:
@@ -51,6 +52,9 @@ def load_squad_open(
         n_eval: Keep this many dev questions (``None`` = all 10,570); 1,000 by default, the
             size the reference BM25 and MiniLM figures were measured on.
         seed: Seed of the subsampling.
+        corpus_size: Shrink the corpus to this many passages (gold passages of the chosen
+            questions always kept) for quick runs; ``None`` = the full corpus. See
+            :func:`~ragdistill.data.sampling.sample_corpus`.
         train_path: A SQuAD-format train file instead of the packaged one.
         dev_path: A SQuAD-format dev file instead of the packaged one.
 
@@ -66,11 +70,13 @@ def load_squad_open(
     train_passages, train = parse_squad_file(train_path or packaged_squad_file("train"), "train")
     dev_passages, dev = parse_squad_file(dev_path or packaged_squad_file("dev"), "dev")
     corpus, kept_id = _merge_duplicate_paragraphs([*train_passages, *dev_passages])
+    train = sample_questions(_point_gold_to_kept(train, kept_id), n_train, seed, split="train")
+    dev = sample_questions(_point_gold_to_kept(dev, kept_id), n_eval, seed, split="eval")
     data = RetrievalData(
-        name="squad_open",
-        corpus=corpus,
-        train=sample_questions(_point_gold_to_kept(train, kept_id), n_train, seed, split="train"),
-        eval=sample_questions(_point_gold_to_kept(dev, kept_id), n_eval, seed, split="eval"),
+        name="squad_open" if corpus_size is None else f"squad_open_{corpus_size}",
+        corpus=sample_corpus(corpus, corpus_size, seed, keep=[*train, *dev]),
+        train=train,
+        eval=dev,
     )
     logger.info("Loaded %s", data.summary())
     return data
