@@ -49,3 +49,28 @@ def compose_cfg(tmp_path: Path):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: a model folder in milliseconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ragdistill.models.locate import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("packaged:all-MiniLM-L6-v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

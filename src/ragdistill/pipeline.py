@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import Logger
 
 from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.config_check import check_config
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.retrieval import evaluate_retriever
 from ragdistill.retriever.bi_encoder import BiEncoder
@@ -59,6 +60,7 @@ def _finish(
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
+    check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     save_run_info(run_dir, cfg)
@@ -107,6 +109,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
+    check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     save_run_info(run_dir, cfg)

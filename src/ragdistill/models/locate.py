@@ -93,7 +93,8 @@ def resolve_model_path(reference: str, cache_dir: str | Path = ".cache/ragdistil
         return str(_PACKAGED[name](Path(cache_dir)))
     path = Path(reference).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").exists():
+        # a two-tower retriever exported by ragdistill keeps its towers in query/ and passage/
+        if not path.is_dir() or not ((path / "config.json").exists() or (path / "ragdistill.json").exists()):
             raise ModelNotFoundError(f"{path} exists but is not a model folder (no config.json inside)")
         return str(path)
     if reference.startswith((".", "/", "~")) or reference.count("/") > 1:

@@ -1,0 +1,101 @@
+import functools
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from ragdistill.data.datamodule import collate_groups
+from ragdistill.losses import InfoNCELoss
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.encode import encode_texts
+from ragdistill.retriever.export import export_sentence_transformers
+from ragdistill.retriever.schedule import linear_warmup_decay
+
+
+def _batch():
+    items = []
+    for i in range(3):
+        items.append(
+            {
+                "qid": f"q{i}",
+                "query": f"question number {i}",
+                "pids": [f"gold{i}", f"neg{i}"],
+                "passages": [f"the answer to question {i}", f"unrelated text {i}"],
+                "teacher_scores": [1.0, 0.0],
+                "positive_mask": [True, False],
+                "group_mask": [True, True],
+                "positive_ids": {f"gold{i}"},
+            }
+        )
+    return collate_groups(items)
+
+
+def _module(path, **kwargs):
+    return BiEncoder(
+        path=str(path),
+        loss=InfoNCELoss(),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_training_step_gives_a_finite_loss_with_gradients(tiny_encoder_dir, in_batch):
+    module = _module(tiny_encoder_dir, in_batch_negatives=in_batch)
+    module.log = lambda *args, **kwargs: None
+    loss = module.training_step(_batch(), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_separate_towers_export_and_reload_exactly(tiny_encoder_dir, tmp_path):
+    module = _module(tiny_encoder_dir, shared_towers=False, pooling="cls", normalize=False).eval()
+    assert module.query_encoder is not module.passage_encoder
+    with torch.no_grad():
+        module.query_encoder.embeddings.word_embeddings.weight.add_(0.5)  # make the towers differ
+    export_sentence_transformers(module, tmp_path / "retriever")
+    assert (tmp_path / "retriever" / "query" / "modules.json").exists()
+    reloaded = BiEncoder(path=str(tmp_path / "retriever"), shared_towers=False, pooling="cls", normalize=False)
+    texts = ["a question", "another longer question here"]
+    for kind in ("query", "passage"):
+        ours = encode_texts(module, texts, kind, precision="32-true")
+        again = encode_texts(reloaded, texts, kind, precision="32-true")
+        np.testing.assert_allclose(ours, again, atol=1e-5)
+    assert not np.allclose(
+        encode_texts(module, texts, "query", precision="32-true"),
+        encode_texts(module, texts, "passage", precision="32-true"),
+    )
+
+
+def test_encode_keeps_input_order_and_handles_empty(tiny_encoder_dir):
+    module = _module(tiny_encoder_dir)
+    texts = ["short", "a much much longer text than the others", "mid length text"]
+    vectors = encode_texts(module, texts, "passage", batch_size=2, precision="32-true")
+    with torch.no_grad():
+        direct = module.eval().encode_passages(texts).numpy()
+    np.testing.assert_allclose(vectors, direct, atol=1e-5)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert encode_texts(module, [], "query").shape == (0, 32)
+    with pytest.raises(ValueError, match="kind must be"):
+        encode_texts(module, texts, "document")
+
+
+def test_bad_settings_fail_at_construction(tiny_encoder_dir):
+    with pytest.raises(ValueError, match="pooling"):
+        BiEncoder(path=str(tiny_encoder_dir), pooling="max")
+    with pytest.raises(ValueError, match="temperature"):
+        BiEncoder(path=str(tiny_encoder_dir), temperature=0)
+
+
+def test_warmup_then_linear_decay():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = linear_warmup_decay(optimizer, total_steps=10, warmup_ratio=0.2)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(1.0)
+    assert rates[-1] == pytest.approx(0.125) and all(a >= b for a, b in itertools.pairwise(rates[1:]))
