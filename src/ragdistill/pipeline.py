@@ -58,17 +58,22 @@ def _finish(
     return metrics
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
+def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
+    """What every run does first: check the config, seed, record the run, load the data."""
     check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     save_run_info(run_dir, cfg)
     timer = StageTimer()
-
     with timer("data"):
         data: RetrievalData = _build(cfg, "data")
     logger.info("Data: %s", data.summary())
+    return run_dir, timer, data
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
+    run_dir, timer, data = _start(cfg)
 
     retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
     first_stage: CandidateGenerator = _build(cfg, "candidates")
@@ -109,14 +114,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
-    check_config(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
-    save_run_info(run_dir, cfg)
-    timer = StageTimer()
-    with timer("data"):
-        data: RetrievalData = _build(cfg, "data")
-    logger.info("Data: %s", data.summary())
+    run_dir, timer, data = _start(cfg)
     retriever: BiEncoder = _build(cfg, "retriever")
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     with timer("evaluate"):

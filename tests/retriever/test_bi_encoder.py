@@ -8,9 +8,11 @@ import torch
 from ragdistill.data.datamodule import collate_groups
 from ragdistill.losses import InfoNCELoss
 from ragdistill.retriever.bi_encoder import BiEncoder
-from ragdistill.retriever.encode import encode_texts
+from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.retriever.schedule import linear_warmup_decay
+
+FP32 = EncodeSettings(precision="32-true")
 
 
 def _batch():
@@ -60,19 +62,19 @@ def test_separate_towers_export_and_reload_exactly(tiny_encoder_dir, tmp_path):
     reloaded = BiEncoder(path=str(tmp_path / "retriever"), shared_towers=False, pooling="cls", normalize=False)
     texts = ["a question", "another longer question here"]
     for kind in ("query", "passage"):
-        ours = encode_texts(module, texts, kind, precision="32-true")
-        again = encode_texts(reloaded, texts, kind, precision="32-true")
+        ours = encode_texts(module, texts, kind, settings=FP32)
+        again = encode_texts(reloaded, texts, kind, settings=FP32)
         np.testing.assert_allclose(ours, again, atol=1e-5)
     assert not np.allclose(
-        encode_texts(module, texts, "query", precision="32-true"),
-        encode_texts(module, texts, "passage", precision="32-true"),
+        encode_texts(module, texts, "query", settings=FP32),
+        encode_texts(module, texts, "passage", settings=FP32),
     )
 
 
 def test_encode_keeps_input_order_and_handles_empty(tiny_encoder_dir):
     module = _module(tiny_encoder_dir)
     texts = ["short", "a much much longer text than the others", "mid length text"]
-    vectors = encode_texts(module, texts, "passage", batch_size=2, precision="32-true")
+    vectors = encode_texts(module, texts, "passage", settings=EncodeSettings(batch_size=2, precision="32-true"))
     with torch.no_grad():
         direct = module.eval().encode_passages(texts).numpy()
     np.testing.assert_allclose(vectors, direct, atol=1e-5)

@@ -8,6 +8,7 @@ from ragdistill.candidates.base import CandidateGenerator, RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
 
 
@@ -25,9 +26,7 @@ class DenseCandidates(CandidateGenerator):
         self, k: int = 100, batch_size: int = 64, precision: str | None = "bf16-mixed", accelerator: str = "auto"
     ) -> None:
         super().__init__(k)
-        self.batch_size = batch_size
-        self.precision = precision
-        self.accelerator = accelerator
+        self.settings = EncodeSettings(batch_size, accelerator, precision)
         self.retriever: BiEncoder | None = None
         self.index: FaissIndex | None = None
 
@@ -36,15 +35,11 @@ class DenseCandidates(CandidateGenerator):
         if retriever is None:
             raise ValueError("candidates=dense needs a retriever to encode the corpus")
         self.retriever = retriever
-        self.index = build_index(
-            retriever, corpus, FaissIndex("flat"), self.batch_size, self.accelerator, self.precision
-        )
+        self.index = build_index(retriever, corpus, FaissIndex("flat"), self.settings)
         return self
 
     def retrieve(self, questions: list[Question], k: int | None = None) -> dict[str, RankedList]:
         """Return the retriever's top-k passages per question."""
         if self.retriever is None or self.index is None:
             raise RuntimeError("DenseCandidates.retrieve called before fit()")
-        return search(
-            self.retriever, self.index, questions, k or self.k, self.batch_size, self.accelerator, self.precision
-        )
+        return search(self.retriever, self.index, questions, k or self.k, self.settings)

@@ -15,6 +15,7 @@ from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,11 @@ def evaluate_retriever(
     if not data.eval:
         raise ValueError(f"data set {data.name!r} has no evaluation questions")
     depth = max(cfg.depth, *cfg.ks)
-    encode = {"batch_size": cfg.encode_batch_size, "accelerator": cfg.accelerator, "precision": cfg.precision}
-    build_index(retriever, data.corpus, index, **encode)
+    encode = EncodeSettings(cfg.encode_batch_size, cfg.accelerator, cfg.precision)
+    build_index(retriever, data.corpus, index, encode)
     if cfg.save_index:
         index.save(run_dir / "index")
-    runs = {DENSE: as_run(search(retriever, index, data.eval, depth, **encode))}
+    runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
     wants_bm25 = cfg.bm25_baseline or cfg.fusion not in (None, "none")
     if wants_bm25:
         if bm25 is None:

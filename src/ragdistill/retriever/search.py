@@ -8,7 +8,7 @@ from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder
-from ragdistill.retriever.encode import encode_texts
+from ragdistill.retriever.encode import DEFAULT_ENCODING, EncodeSettings, encode_texts
 
 logger = logging.getLogger(__name__)
 
@@ -17,14 +17,12 @@ def build_index(
     retriever: BiEncoder,
     corpus: list[Passage],
     index: FaissIndex,
-    batch_size: int = 64,
-    accelerator: str = "auto",
-    precision: str | None = "bf16-mixed",
+    settings: EncodeSettings = DEFAULT_ENCODING,
 ) -> FaissIndex:
     """Encode every passage with the retriever's passage tower and add them to ``index``."""
     if not corpus:
         raise ValueError("cannot index an empty corpus")
-    vectors = encode_texts(retriever, [p.text for p in corpus], "passage", batch_size, accelerator, precision)
+    vectors = encode_texts(retriever, [p.text for p in corpus], "passage", settings)
     index.build(vectors, [p.id for p in corpus])
     return index
 
@@ -34,12 +32,10 @@ def search(
     index: FaissIndex,
     questions: list[Question],
     k: int,
-    batch_size: int = 64,
-    accelerator: str = "auto",
-    precision: str | None = "bf16-mixed",
+    settings: EncodeSettings = DEFAULT_ENCODING,
 ) -> dict[str, RankedList]:
     """Return the top-``k`` passages of ``index`` for each question, best first."""
-    vectors = encode_texts(retriever, [q.text for q in questions], "query", batch_size, accelerator, precision)
+    vectors = encode_texts(retriever, [q.text for q in questions], "query", settings)
     scores, ids = index.search(vectors, k)  # [Q, k]
     return {
         q.id: RankedList(row_ids, row_scores) for q, row_ids, row_scores in zip(questions, ids, scores, strict=True)
