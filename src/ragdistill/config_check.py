@@ -26,13 +26,13 @@ class ConfigError(ValueError):
 def _import(path: str) -> Callable[..., Any] | None:
     module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"_target_ {path!r} cannot be imported: {error}") from None
 
 
 def _parameters(target: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    function = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+    function = target.__init__ if inspect.isclass(target) else target
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -117,4 +117,4 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] | None = None) -> None
             continue
         for key, entry in node.items():
             if isinstance(entry, DictConfig) and "_target_" in entry:
-                check_node(entry, f"{name}.{key}")
+                check_node(entry, f"{name}.{key!s}")
