@@ -12,7 +12,7 @@ def test_shipped_configs_pass(compose_cfg):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("retriever.temperature=abc", r"retriever.temperature='abc' \(str\) does not fit .*expected float"),
+        ("loss.temperature=abc", r"loss.temperature='abc' \(str\) does not fit .*expected float"),
         ("datamodule.batch_size=1.5", r"datamodule.batch_size=1.5 .*expected int"),
         ("retriever.normalize=yes", r"retriever.normalize='yes' .*expected bool"),
         ("evaluation.fusion=rrf", None),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +58,3 @@ def eval_main(cfg: DictConfig) -> float | None:
     from ragdistill import pipeline
 
     return _metric(run_task(pipeline.evaluate, cfg), cfg)
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A config key or value that the object it configures would reject."""
 
 
-def _import(path: str) -> Callable[..., Any] | None:
+def _import(path: str) -> Callable[..., Any]:
     module, _, name = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
@@ -77,8 +77,6 @@ def _describe(hint: Any) -> str:
 def check_node(node: DictConfig, path: str) -> None:
     """Check one ``_target_`` node and, recursively, the nodes inside it."""
     target = _import(str(node["_target_"]))
-    if target is None:
-        return
     parameters, hints, takes_any = _parameters(target)
     valid = sorted(name for name in parameters if name != "self")
     for key in node:

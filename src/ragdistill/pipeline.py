@@ -20,10 +20,10 @@ from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.config_check import check_config
 from ragdistill.data.schemas import RetrievalData
-from ragdistill.evaluation.retrieval import evaluate_retriever
+from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_retriever, needs_bm25
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.export import export_sentence_transformers
-from ragdistill.utils.run_info import save_run_info
+from ragdistill.utils.run_info import job_config, save_run_info
 from ragdistill.utils.timing import StageTimer
 
 logger = logging.getLogger(__name__)
@@ -41,26 +41,42 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
 
 
-def _bm25_for_evaluation(first_stage: CandidateGenerator | None, data: RetrievalData) -> BM25Candidates:
+def _bm25_baseline(
+    cfg: DictConfig, data: RetrievalData, first_stage: CandidateGenerator | None = None
+) -> BM25Candidates | None:
+    """Return the BM25 run that evaluation compares with and fuses in, or None when neither is asked for.
+
+    Reuses the first stage when it is BM25; otherwise fits a new one, from ``cfg.candidates`` when that is
+    BM25 (keeping its k1/b/stopwords), else with BM25 defaults.
+    """
+    if not needs_bm25(cfg.evaluation):
+        return None
     if isinstance(first_stage, BM25Candidates):
         return first_stage
-    return BM25Candidates().fit(data.corpus)
+    built = instantiate(cfg.candidates) if "candidates" in cfg else None
+    bm25 = built if isinstance(built, BM25Candidates) else BM25Candidates()
+    return bm25.fit(data.corpus)
 
 
-def _finish(
-    cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int
-) -> dict[str, float]:
+def _finish(metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int) -> dict[str, float]:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    logger.info("Wrote <%s>", run_dir / "metrics.json")
     for lg in loggers:
         lg.log_metrics(metrics, step=step)
         lg.finalize("success")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    logger.info("Wrote <%s>", run_dir / "metrics.json")
     return metrics
+
+
+def _fail(loggers: list[Logger]) -> None:
+    for lg in loggers:
+        lg.finalize("failed")
 
 
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
     """What every run does first: check the config, seed, record the run, load the data."""
     check_config(cfg)
+    if cfg.get("evaluate", True):
+        check_evaluation_settings(cfg.evaluation)
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     save_run_info(run_dir, cfg)
@@ -68,12 +84,16 @@ def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
     with timer("data"):
         data: RetrievalData = _build(cfg, "data")
     logger.info("Data: %s", data.summary())
+    if cfg.get("evaluate", True) and not data.eval:
+        raise ValueError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
     return run_dir, timer, data
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
     run_dir, timer, data = _start(cfg)
+    if not data.train:
+        raise ValueError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
 
     retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
     first_stage: CandidateGenerator = _build(cfg, "candidates")
@@ -87,29 +107,26 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        lg.log_hyperparams(OmegaConf.to_container(job_config(cfg), resolve=True))  # type: ignore[arg-type]
     datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
     trainer: pl.Trainer = _build(
         cfg, "trainer", logger=loggers or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )
-    with timer("fit"):
-        trainer.fit(retriever, datamodule=datamodule)
-    export_sentence_transformers(retriever, run_dir / "retriever")
-
     metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals))}
-    if cfg.get("evaluate", True):
-        with timer("evaluate"):
-            metrics |= evaluate_retriever(
-                retriever,
-                data,
-                _build(cfg, "index"),
-                cfg.evaluation,
-                run_dir,
-                bm25=_bm25_for_evaluation(first_stage, data),
-            )
+    try:
+        with timer("fit"):
+            trainer.fit(retriever, datamodule=datamodule)
+        export_sentence_transformers(retriever, run_dir / "retriever")
+        if cfg.get("evaluate", True):
+            with timer("evaluate"):
+                bm25 = _bm25_baseline(cfg, data, first_stage)
+                metrics |= evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
+    except BaseException:
+        _fail(loggers)
+        raise
     metrics |= timer.metrics()
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
-    return _finish(cfg, metrics, loggers, run_dir, trainer.global_step), objects
+    return _finish(metrics, loggers, run_dir, trainer.global_step), objects
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -117,8 +134,12 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     run_dir, timer, data = _start(cfg)
     retriever: BiEncoder = _build(cfg, "retriever")
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    with timer("evaluate"):
-        bm25 = BM25Candidates().fit(data.corpus) if cfg.evaluation.bm25_baseline else None
-        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25=bm25)
+    try:
+        with timer("evaluate"):
+            bm25 = _bm25_baseline(cfg, data)
+            metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
+    except BaseException:
+        _fail(loggers)
+        raise
     metrics |= timer.metrics()
-    return _finish(cfg, metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}
+    return _finish(metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}

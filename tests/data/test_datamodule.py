@@ -66,3 +66,29 @@ def test_empty_signals_and_unknown_questions_raise():
     module = DistillationDataModule([_signal("nope")], data, val_size=0)
     with pytest.raises(ValueError, match="unknown training questions"):
         module.train_dataloader()
+
+
+def test_new_negatives_each_epoch_but_fixed_validation():
+    data = _data(20)
+    signals = [_signal(q.id, n=8) for q in data.train]
+    module = DistillationDataModule(signals, data, batch_size=20, group_size=3, val_size=4, seed=0)
+
+    def epoch_groups(epoch):
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        batch = next(iter(loader))
+        return dict(zip(batch["qids"], map(tuple, batch["pids"]), strict=True))
+
+    assert epoch_groups(0) == epoch_groups(0)
+    assert epoch_groups(0) != epoch_groups(1)
+    val = [next(iter(module.val_dataloader()))["pids"] for _ in range(2)]
+    assert val[0] == val[1]
+
+
+def test_group_size_none_takes_every_candidate_and_pads_to_the_batch():
+    data = _data(4)
+    signals = [_signal(q.id, n=3 + i) for i, q in enumerate(data.train)]
+    module = DistillationDataModule(signals, data, batch_size=4, group_size=None, val_size=0, seed=0)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["teacher_scores"].shape == (4, 6)
+    assert sorted(batch["group_mask"].sum(dim=1).tolist()) == [3, 4, 5, 6]

@@ -14,7 +14,6 @@ from ragdistill.evaluation.metrics import (
     evaluate_run,
     gold_qrels,
     normalize_text,
-    run_from_search,
 )
 
 
@@ -25,13 +24,6 @@ def _q(qid: str, gold: tuple[str, ...] = (), answers: tuple[str, ...] = ()) -> Q
 def _ranking(*pids: str) -> dict[str, float]:
     """A run entry ranking ``pids`` in the given order."""
     return {pid: float(len(pids) - i) for i, pid in enumerate(pids)}
-
-
-def test_run_from_search_skips_padding() -> None:
-    scores = np.array([[0.9, 0.5], [0.7, -np.inf]], dtype=np.float32)  # [Q, k]
-    run = run_from_search(["q1", "q2"], [["a", "b"], ["c"]], scores)
-    assert run == {"q1": {"a": pytest.approx(0.9), "b": 0.5}, "q2": {"c": pytest.approx(0.7)}}
-    assert all(type(s) is float for entry in run.values() for s in entry.values())
 
 
 def test_gold_metrics_by_hand() -> None:
@@ -180,3 +172,12 @@ def test_precomputed_answer_relevance_is_used() -> None:
 
 def test_gold_qrels() -> None:
     assert gold_qrels([_q("q1", ("a", "b")), _q("q2")]) == {"q1": {"a": 1, "b": 1}}
+
+
+def test_has_answer_is_whole_word_and_normalised() -> None:
+    from ragdistill.evaluation.metrics import has_answer
+
+    assert has_answer("Born in  PARIS, France", ["paris"])
+    assert not has_answer("In 1990 it rained", ["1"])
+    assert has_answer("In 1990 it rained", ["x", "1990"])
+    assert not has_answer("anything", ["", "  "])

@@ -8,7 +8,9 @@ def test_matches_cross_entropy_reference():
     scores = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
     positive = torch.tensor([[True, False, False], [False, False, True]])
     expected = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 2]))
-    assert torch.allclose(info_nce(scores, positive), expected)
+    assert torch.allclose(info_nce(scores, positive, temperature=1.0), expected)
+    scaled = torch.nn.functional.cross_entropy(scores / 0.1, torch.tensor([0, 2]))
+    assert torch.allclose(info_nce(scores, positive, temperature=0.1), scaled)
 
 
 def test_masked_columns_leave_the_softmax():
@@ -16,7 +18,7 @@ def test_masked_columns_leave_the_softmax():
     positive = torch.tensor([[True, False, False]])
     mask = torch.tensor([[True, True, False]])
     expected = -torch.log_softmax(torch.tensor([1.0, 0.0]), dim=0)[0]
-    assert torch.allclose(info_nce(scores, positive, mask), expected)
+    assert torch.allclose(info_nce(scores, positive, mask, temperature=1.0), expected)
 
 
 def test_near_zero_when_positive_dominates_and_grad_reaches_student_only():

@@ -59,7 +59,8 @@ def test_separate_towers_export_and_reload_exactly(tiny_encoder_dir, tmp_path):
         module.query_encoder.embeddings.word_embeddings.weight.add_(0.5)  # make the towers differ
     export_sentence_transformers(module, tmp_path / "retriever")
     assert (tmp_path / "retriever" / "query" / "modules.json").exists()
-    reloaded = BiEncoder(path=str(tmp_path / "retriever"), shared_towers=False, pooling="cls", normalize=False)
+    assert not (tmp_path / "retriever.tmp").exists()
+    reloaded = BiEncoder(path=str(tmp_path / "retriever"))  # the folder's settings win over the defaults
     texts = ["a question", "another longer question here"]
     for kind in ("query", "passage"):
         ours = encode_texts(module, texts, kind, settings=FP32)
@@ -88,7 +89,7 @@ def test_bad_settings_fail_at_construction(tiny_encoder_dir):
     with pytest.raises(ValueError, match="pooling"):
         BiEncoder(path=str(tiny_encoder_dir), pooling="max")
     with pytest.raises(ValueError, match="temperature"):
-        BiEncoder(path=str(tiny_encoder_dir), temperature=0)
+        InfoNCELoss(temperature=0)
 
 
 def test_warmup_then_linear_decay():

@@ -39,3 +39,15 @@ def test_padding_is_masked_for_every_row():
     pids[1][1] = ""
     layout = layout_scores(teacher, group_mask, positive, pids, positive_ids, in_batch_negatives=True)
     assert not layout.mask[:, 3].any()
+
+
+def test_a_passage_repeated_in_other_rows_counts_once_and_no_opinion_is_masked():
+    pids = [["g0", "x"], ["g1", "shared"], ["g2", "shared"]]
+    teacher = torch.tensor([[1.0, -math.inf], [1.0, 0.0], [1.0, 0.0]])
+    positive = torch.tensor([[True, False], [True, False], [True, False]])
+    layout = layout_scores(
+        teacher, torch.ones(3, 2, dtype=torch.bool), positive, pids, [{"g0"}, {"g1"}, {"g2"}], in_batch_negatives=True
+    )
+    assert layout.mask[0].tolist() == [True, False, True, True, True, False]  # "x": no opinion; 2nd "shared": repeat
+    own = layout_scores(teacher, torch.ones(3, 2, dtype=torch.bool), positive, pids, [set()] * 3, False)
+    assert own.mask[0].tolist() == [True, False]

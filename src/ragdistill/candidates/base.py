@@ -21,6 +21,10 @@ class RankedList:
     ids: list[str]
     scores: np.ndarray  # [k]
 
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.scores):
+            raise ValueError(f"ranked list has {len(self.ids)} ids but {len(self.scores)} scores")
+
 
 def as_run(ranked: dict[str, RankedList]) -> dict[str, dict[str, float]]:
     """Convert ranked lists to the ``qid -> pid -> score`` run the IR metrics library takes."""

@@ -8,22 +8,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
 
 logger = logging.getLogger(__name__)
 
 
-def select_group(signal: TeacherSignal, group_size: int, rng: random.Random) -> list[int]:
-    """Pick which of a signal's K candidates form its training group of at most ``group_size``.
+def select_group(signal: TeacherSignal, group_size: int | None, rng: random.Random) -> list[int]:
+    """Pick which of a signal's K candidates form its training group of at most ``group_size`` (None = all K).
 
     With positives (gold, AAR, G2R): one positive drawn at random first, then ``group_size - 1`` of the
     other candidates drawn at random (DPR/Tevatron sample hard negatives from the top of the pool, so
     each epoch sees different ones). Without positives (pure distillation): the first ``group_size``
     candidates the teacher has an opinion on, in first-stage order.
     """
+    group_size = group_size or len(signal.candidate_ids)
     positive = signal.positive_mask
     if positive.any():
         first = rng.choice([i for i, p in enumerate(positive) if p])
@@ -34,9 +35,14 @@ def select_group(signal: TeacherSignal, group_size: int, rng: random.Random) -> 
 
 
 class SignalDataset(Dataset):
-    """One item per teacher signal: the question text and its candidate group, padded to ``group_size``."""
+    """One item per teacher signal: the question text and its candidate group.
 
-    def __init__(self, signals: list[TeacherSignal], data: RetrievalData, group_size: int, seed: int) -> None:
+    The group is drawn with a generator seeded by (seed, epoch, question id), so an item is the same
+    whichever worker or order fetches it; :class:`EpochSampler` advances ``epoch`` for training, and
+    validation stays at epoch 0 (fixed negatives, comparable ``val/loss`` across epochs).
+    """
+
+    def __init__(self, signals: list[TeacherSignal], data: RetrievalData, group_size: int | None, seed: int) -> None:
         questions: dict[str, Question] = {q.id: q for q in data.train}
         unknown = [s.qid for s in signals if s.qid not in questions]
         if unknown:
@@ -45,40 +51,64 @@ class SignalDataset(Dataset):
         self.questions = questions
         self.data = data
         self.group_size = group_size
-        # one generator for the dataset: with num_workers=0 and a seeded sampler the draw order is fixed
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.signals)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         signal = self.signals[index]
-        chosen = select_group(signal, self.group_size, self.rng)
-        padding = self.group_size - len(chosen)
+        rng = random.Random(f"{self.seed}:{self.epoch}:{signal.qid}")
+        chosen = select_group(signal, self.group_size, rng)
+        positive = signal.positive_mask
         pids = [signal.candidate_ids[i] for i in chosen]
         return {
             "qid": signal.qid,
             "query": self.questions[signal.qid].text,
-            "pids": pids + [""] * padding,
-            "passages": [self.data.passage(pid).text for pid in pids] + [""] * padding,
-            "teacher_scores": [float(signal.scores[i]) for i in chosen] + [float("-inf")] * padding,
-            "positive_mask": [bool(signal.positive_mask[i]) for i in chosen] + [False] * padding,
-            "group_mask": [True] * len(chosen) + [False] * padding,
+            "pids": pids,
+            "passages": [self.data.passage(pid).text for pid in pids],
+            "teacher_scores": [float(signal.scores[i]) for i in chosen],
+            "positive_mask": [bool(positive[i]) for i in chosen],
             "positive_ids": set(signal.positive_ids),
         }
 
 
+class EpochSampler(RandomSampler):
+    """A seeded shuffle that Lightning re-seeds each epoch and that tells the dataset the epoch.
+
+    Lightning calls ``set_epoch`` on a loader's sampler before every epoch, before workers copy the
+    dataset, so each epoch gets a new, reproducible order and new negatives.
+    """
+
+    def __init__(self, dataset: SignalDataset, seed: int) -> None:
+        super().__init__(dataset, generator=torch.Generator().manual_seed(seed))
+        self.dataset = dataset
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-seed the shuffle and the dataset's negative sampling for ``epoch``."""
+        assert self.generator is not None
+        self.generator.manual_seed(self.seed + epoch)
+        self.dataset.epoch = epoch
+
+
+def _pad(rows: list[list[Any]], width: int, fill: Any) -> list[list[Any]]:
+    return [row + [fill] * (width - len(row)) for row in rows]
+
+
 def collate_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items into a batch: texts as lists, per-candidate fields as ``[B, G]`` tensors."""
+    """Stack items into a batch padded to its largest group ``G``: texts as lists, the rest ``[B, G]`` tensors."""
+    width = max(len(it["pids"]) for it in items)
     return {
         "qids": [it["qid"] for it in items],
         "queries": [it["query"] for it in items],
-        "passages": [text for it in items for text in it["passages"]],  # B·G, row-major
-        "pids": [it["pids"] for it in items],
+        "passages": [text for row in _pad([it["passages"] for it in items], width, "") for text in row],  # B·G
+        "pids": _pad([it["pids"] for it in items], width, ""),
         "positive_ids": [it["positive_ids"] for it in items],
-        "teacher_scores": torch.tensor([it["teacher_scores"] for it in items], dtype=torch.float32),
-        "positive_mask": torch.tensor([it["positive_mask"] for it in items], dtype=torch.bool),
-        "group_mask": torch.tensor([it["group_mask"] for it in items], dtype=torch.bool),
+        "teacher_scores": torch.tensor(_pad([it["teacher_scores"] for it in items], width, NO_OPINION)),
+        "positive_mask": torch.tensor(_pad([it["positive_mask"] for it in items], width, False), dtype=torch.bool),
+        "group_mask": torch.tensor(_pad([[True] * len(it["pids"]) for it in items], width, False), dtype=torch.bool),
     }
 
 
@@ -89,7 +119,8 @@ class DistillationDataModule(pl.LightningDataModule):
         signals: One teacher signal per training question.
         data: The data set (for question and passage texts).
         batch_size: Questions per batch (each brings ``group_size`` passages).
-        group_size: Passages per question: 1 positive + hard negatives, or the top distillation candidates.
+        group_size: Passages per question: 1 positive + hard negatives, or the top distillation candidates;
+            ``None`` = all K candidates of each signal.
         val_size: Signals held out (chosen at random with ``seed``) for ``val/loss`` and ``val/acc@1``.
         num_workers: DataLoader workers (0 keeps runs bit-reproducible on CPU).
         seed: Seed for the split, the shuffling and the negative sampling.
@@ -100,7 +131,7 @@ class DistillationDataModule(pl.LightningDataModule):
         signals: list[TeacherSignal],
         data: RetrievalData,
         batch_size: int = 16,
-        group_size: int = 4,
+        group_size: int | None = 2,
         val_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
@@ -108,7 +139,7 @@ class DistillationDataModule(pl.LightningDataModule):
         super().__init__()
         if not signals:
             raise ValueError("no teacher signals to train on (did the teacher drop every question?)")
-        if group_size < 1 or batch_size < 1:
+        if (group_size is not None and group_size < 1) or batch_size < 1:
             raise ValueError(f"batch_size and group_size must be >= 1, got {batch_size} and {group_size}")
         order = list(range(len(signals)))
         random.Random(seed).shuffle(order)
@@ -130,12 +161,12 @@ class DistillationDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches, same order for the same seed."""
+        """Shuffled batches: a new reproducible order and new negatives each epoch."""
+        dataset = SignalDataset(self.train_signals, self.data, self.group_size, self.seed)
         return DataLoader(
-            SignalDataset(self.train_signals, self.data, self.group_size, self.seed),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            sampler=EpochSampler(dataset, self.seed),
             collate_fn=collate_groups,
             num_workers=self.num_workers,
             drop_last=len(self.train_signals) > self.batch_size,
@@ -144,7 +175,7 @@ class DistillationDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """The held-out signals in a fixed order with fixed negatives."""
         return DataLoader(
-            SignalDataset(self.val_signals, self.data, self.group_size, self.seed + 1),
+            SignalDataset(self.val_signals, self.data, self.group_size, self.seed),
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=collate_groups,

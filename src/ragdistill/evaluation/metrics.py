@@ -27,8 +27,6 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-
 from ragdistill.data.schemas import Passage, Question
 
 logger = logging.getLogger(__name__)
@@ -48,31 +46,25 @@ _ALNUM_RUN = re.compile(r"[^\W_]+")
 _SEPARATOR = "\n"
 
 
-def run_from_search(qids: Sequence[str], ids: Sequence[Sequence[str]], scores: np.ndarray) -> RunDict:
-    """Turn index search output into a run (higher score = better).
-
-    Args:
-        qids: Question ids, one per query row.
-        ids: Retrieved passage ids per query (may be shorter than ``k`` where the index padded).
-        scores: Scores aligned with ``ids``; slots beyond ``len(ids[i])`` are ignored.
-
-    Shapes:
-        scores: ``[Q, k]``.
-
-    Returns:
-        ``qid -> pid -> score`` as Python floats.
-    """
-    if len(qids) != len(ids) or len(qids) != len(scores):
-        raise ValueError(f"got {len(qids)} qids, {len(ids)} id lists and {len(scores)} score rows; they must match")
-    return {
-        qid: {pid: float(s) for pid, s in zip(row_ids, row_scores, strict=False)}
-        for qid, row_ids, row_scores in zip(qids, ids, np.asarray(scores).tolist(), strict=True)
-    }
-
-
 def normalize_text(text: str) -> str:
     """Lowercase and collapse runs of whitespace to one space, so answers match across formatting."""
     return _WHITESPACE.sub(" ", text.lower()).strip()
+
+
+def has_answer(text: str, answers: Iterable[str]) -> bool:
+    """Whether ``text`` contains any answer as whole words after :func:`normalize_text` (``"1"`` ∉ ``"1990"``).
+
+    The one definition of "contains the answer" shared by the metrics and the teachers that filter
+    negatives, so a passage dropped as answer-bearing is also one the metrics count as a hit.
+    """
+    haystack = normalize_text(text)
+    for answer in filter(None, map(normalize_text, answers)):
+        pos = haystack.find(answer)
+        while pos != -1:
+            if _at_word_boundaries(haystack, pos, answer):
+                return True
+            pos = haystack.find(answer, pos + 1)
+    return False
 
 
 def gold_qrels(questions: Iterable[Question]) -> QrelsDict:

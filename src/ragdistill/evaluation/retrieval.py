@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.schemas import RetrievalData
+from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
 from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
@@ -22,6 +23,31 @@ logger = logging.getLogger(__name__)
 
 DENSE = "test"
 """Metric prefix of the retriever under test; BM25 and fusion get ``test_bm25`` and ``test_fusion_<method>``."""
+
+
+def needs_bm25(cfg: DictConfig) -> bool:
+    """Whether the evaluation settings ask for a BM25 run (as a baseline or to fuse with)."""
+    return bool(cfg.bm25_baseline) or _fusion(cfg) is not None
+
+
+def _fusion(cfg: DictConfig) -> str | None:
+    return None if cfg.fusion in (None, "none") else str(cfg.fusion)
+
+
+def check_evaluation_settings(cfg: DictConfig) -> None:
+    """Fail before any work on settings that evaluation, the last stage, would reject after training.
+
+    Raises:
+        ValueError: Naming the ``evaluation.*`` key and what it accepts.
+    """
+    ks = list(cfg.ks)
+    if not ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
+        raise ValueError(f"evaluation.ks must be a non-empty list of integers >= 1, got {ks}")
+    if not isinstance(cfg.depth, int) or cfg.depth < 1:
+        raise ValueError(f"evaluation.depth must be an integer >= 1, got {cfg.depth!r}")
+    fusion = _fusion(cfg)
+    if fusion is not None and fusion not in FUSION_METHODS:
+        raise ValueError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
 
 
 def _label(prefix: str) -> str:
@@ -64,15 +90,14 @@ def evaluate_retriever(
     if cfg.save_index:
         index.save(run_dir / "index")
     runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
-    wants_bm25 = cfg.bm25_baseline or cfg.fusion not in (None, "none")
-    if wants_bm25:
+    if needs_bm25(cfg):
         if bm25 is None:
             raise ValueError("evaluation.bm25_baseline / evaluation.fusion need a fitted BM25 first stage")
         bm25_run = as_run(bm25.retrieve(data.eval, depth))
         if cfg.bm25_baseline:
             runs[f"{DENSE}_bm25"] = bm25_run
-        if cfg.fusion not in (None, "none"):
-            runs[f"{DENSE}_fusion_{cfg.fusion}"] = fuse_runs([runs[DENSE], bm25_run], method=cfg.fusion)
+        if (fusion := _fusion(cfg)) is not None:
+            runs[f"{DENSE}_fusion_{fusion}"] = fuse_runs([runs[DENSE], bm25_run], method=fusion)
 
     relevance = answer_qrels(data.eval, data.corpus)
     metrics: dict[str, float] = {}
@@ -84,7 +109,16 @@ def evaluate_retriever(
             prefix,
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
-    curves = {_label(prefix): curves_from_metrics(metrics, prefix=f"{prefix}/gold/recall@") for prefix in runs}
-    plot_recall_at_k(curves, run_dir / "recall_at_k.png", title=f"{data.name}: gold-paragraph recall@k")
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
+    _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
     return metrics
+
+
+def _plot(metrics: dict[str, float], prefixes: list[str], name: str, path: Path) -> None:
+    """Plot gold-paragraph recall@k, or answer-hit recall@k for data without gold labels, or nothing."""
+    for family, what in (("gold", "gold-paragraph recall@k"), ("answer", "answer-hit top-k accuracy")):
+        curves = {_label(p): curves_from_metrics(metrics, prefix=f"{p}/{family}/recall@") for p in prefixes}
+        if all(curves.values()):
+            plot_recall_at_k(curves, path, title=f"{name}: {what}")
+            return
+    logger.warning("No recall@k figures to plot (no gold ids and no answers in the evaluation questions)")

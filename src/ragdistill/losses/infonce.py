@@ -8,16 +8,19 @@ from torch import Tensor, nn
 from ragdistill.losses.checks import check_score_shapes
 
 
-def info_nce(student_scores: Tensor, positive_mask: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean over rows of ``-log softmax(s)[pos]`` with masked columns left out of the softmax.
+def info_nce(
+    student_scores: Tensor, positive_mask: Tensor, mask: Tensor | None = None, *, temperature: float = 0.05
+) -> Tensor:
+    """Mean over rows of ``-log softmax(s/τ)[pos]`` with masked columns left out of the softmax.
 
-    Formula: ``L = -1/B Σ_b [ s_b,pos(b) - log Σ_{j: mask_bj} exp(s_bj) ]``.
+    Formula: ``L = -1/B Σ_b [ s_b,pos(b)/τ - log Σ_{j: mask_bj} exp(s_bj/τ) ]``.
 
     Args:
-        student_scores: Similarities already divided by the student temperature.
+        student_scores: Student similarities (cosines for a normalised retriever).
         positive_mask: True at each row's single positive.
         mask: True where a column takes part (False: padding, or an in-batch passage that is also one of
             the row's positives). ``None`` = all columns.
+        temperature: τ; 0.05 (sentence-transformers' scale 20) suits cosine scores in [-1, 1].
 
     Shapes:
         student_scores, positive_mask, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
@@ -29,6 +32,8 @@ def info_nce(student_scores: Tensor, positive_mask: Tensor, mask: Tensor | None 
         ValueError: Bad shapes, or a row without exactly one positive (use ``multi_positive_infonce``).
     """
     check_score_shapes(student_scores, positive_mask=positive_mask, mask=mask)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     mask = torch.ones_like(positive_mask, dtype=torch.bool) if mask is None else mask.bool()
     positives = positive_mask.bool() & mask
     per_row = positives.sum(dim=1)
@@ -36,9 +41,9 @@ def info_nce(student_scores: Tensor, positive_mask: Tensor, mask: Tensor | None 
         bad = int((per_row != 1).nonzero()[0, 0])
         raise ValueError(
             f"info_nce expects exactly one unmasked positive per row; row {bad} has {int(per_row[bad])}. "
-            "For several positives use loss=multi_positive_infonce."
+            "InfoNCE needs exactly one positive per question."
         )
-    logits = student_scores.float().masked_fill(~mask, float("-inf"))  # [B, N]
+    logits = (student_scores.float() / temperature).masked_fill(~mask, float("-inf"))  # [B, N]
     target = positives.float().argmax(dim=1)  # [B]
     return nn.functional.cross_entropy(logits, target)
 
@@ -46,17 +51,23 @@ def info_nce(student_scores: Tensor, positive_mask: Tensor, mask: Tensor | None 
 class InfoNCELoss(nn.Module):
     """Contrastive loss with one positive per question against hard and in-batch negatives.
 
-    The student temperature is applied by the retriever before the scores reach this loss, so every
-    loss sees the same scale.
+    Args:
+        temperature: τ dividing the student's similarities.
 
-    Relations: ``MultiPositiveInfoNCELoss`` generalises it to several positives (AAR, G2R); ``KLDistillLoss``
-    is its soft-label counterpart (a one-hot teacher makes the two equal).
+    Relations: its soft-label counterpart is a KL distillation loss, which matches the whole teacher
+    distribution over the candidates instead of one positive.
     """
 
     citation = """@inproceedings{karpukhin2020dense,
   title={Dense Passage Retrieval for Open-Domain Question Answering},
   author={Karpukhin, Vladimir and O{\\u{g}}uz, Barlas and Min, Sewon and others},
   booktitle={EMNLP}, year={2020}, note={arXiv:2004.04906}}"""
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"loss.temperature must be > 0, got {temperature}")
+        self.temperature = temperature
 
     def forward(
         self,
@@ -68,4 +79,4 @@ class InfoNCELoss(nn.Module):
         """Return the scalar InfoNCE loss (``teacher_scores`` is unused: only positives matter)."""
         if positive_mask is None:
             raise ValueError("InfoNCELoss needs positive_mask (the teacher marked no positives)")
-        return info_nce(student_scores, positive_mask, mask)
+        return info_nce(student_scores, positive_mask, mask, temperature=self.temperature)

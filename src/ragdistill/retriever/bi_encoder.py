@@ -23,18 +23,24 @@ SETTINGS_FILE = "ragdistill.json"
 """Written beside an exported retriever: the settings a sentence-transformers folder cannot hold."""
 
 
-def load_tower_paths(path: str, shared_towers: bool) -> tuple[str, str]:
-    """Return (query tower, passage tower) locations; an exported two-tower folder has ``query/`` and ``passage/``."""
-    folder = Path(path)
-    if (folder / SETTINGS_FILE).exists():
-        settings = json.loads((folder / SETTINGS_FILE).read_text())
-        if not settings.get("shared_towers", True):
-            return str(folder / "query"), str(folder / "passage")
-    return path, path
+ARCHITECTURE_KEYS = ("shared_towers", "pooling", "normalize", "query_prefix", "passage_prefix")
+"""Settings that define how an exported retriever encodes: read back from its folder, never overridden."""
+
+
+def saved_settings(path: str) -> dict[str, Any]:
+    """The settings an exported retriever folder was trained with (empty for any other model)."""
+    file = Path(path) / SETTINGS_FILE
+    if not file.exists():
+        return {}
+    try:
+        settings = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON ({error}); re-export the retriever") from None
+    return {key: settings[key] for key in ARCHITECTURE_KEYS if key in settings}
 
 
 class BiEncoder(pl.LightningModule):
-    """Encode queries and passages into one vector each; score = dot product / temperature.
+    """Encode queries and passages into one vector each; score = dot product (the losses apply temperatures).
 
     Args:
         path: ``packaged:all-MiniLM-L6-v2``, a hub id, or a local folder (e.g. a retriever exported by
@@ -43,7 +49,6 @@ class BiEncoder(pl.LightningModule):
             tower generalises better).
         pooling: ``mean`` or ``cls``.
         normalize: L2-normalise vectors (cosine similarity); the packaged MiniLM was trained so.
-        temperature: Student temperature τ dividing similarities; 0.05 is sentence-transformers' scale 20.
         query_max_length: Token limit for questions.
         passage_max_length: Token limit for passages (MiniLM was trained with 256).
         in_batch_negatives: Score every question against every passage of the batch.
@@ -61,7 +66,6 @@ class BiEncoder(pl.LightningModule):
         shared_towers: bool = True,
         pooling: str = "mean",
         normalize: bool = True,
-        temperature: float = 0.05,
         query_max_length: int = 64,
         passage_max_length: int = 256,
         in_batch_negatives: bool = True,
@@ -73,13 +77,19 @@ class BiEncoder(pl.LightningModule):
         cache_dir: str = ".cache/ragdistill",
     ) -> None:
         super().__init__()
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"retriever.pooling must be one of {POOLING_MODES}, got {pooling!r}")
-        if temperature <= 0:
-            raise ValueError(f"retriever.temperature must be > 0, got {temperature}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"])
         resolved = resolve_model_path(path, cache_dir)
-        query_path, passage_path = load_tower_paths(resolved, shared_towers)
+        saved = saved_settings(resolved)
+        changed = {key: value for key, value in saved.items() if self.hparams[key] != value}
+        if changed:
+            logger.warning("Using the settings %s was exported with, not the config's: %s", resolved, changed)
+            self.hparams.update(changed)
+        if self.hparams["pooling"] not in POOLING_MODES:
+            raise ValueError(f"retriever.pooling must be one of {POOLING_MODES}, got {self.hparams['pooling']!r}")
+        shared_towers = self.hparams["shared_towers"]
+        two_tower_export = bool(saved) and not shared_towers
+        query_path = str(Path(resolved) / "query") if two_tower_export else resolved
+        passage_path = str(Path(resolved) / "passage") if two_tower_export else resolved
         self.tokenizer = AutoTokenizer.from_pretrained(passage_path)
         self.passage_encoder: PreTrainedModel = AutoModel.from_pretrained(passage_path)
         self.query_encoder: PreTrainedModel = (
@@ -129,21 +139,19 @@ class BiEncoder(pl.LightningModule):
             batch["positive_ids"],
             self.hparams["in_batch_negatives"],
         )
-        if self.hparams["in_batch_negatives"]:
-            student = queries @ passages.T  # [B, B·G]
-        else:
-            student = torch.einsum("bd,bgd->bg", queries, passages.view(batch_size, group, -1))  # [B, G]
-        student = student / self.hparams["temperature"]
-        loss = self.loss(
-            student,
-            layout.teacher_scores.to(self.device),
-            layout.mask.to(self.device),
-            layout.positive_mask.to(self.device),
-        )
-        top1 = student.masked_fill(~layout.mask.to(self.device), float("-inf")).argmax(dim=1)
-        hit = layout.positive_mask.to(self.device).gather(1, top1[:, None]).float().mean()
+        # float32 similarities even under bf16 autocast: bf16's 8-bit mantissa would tie close hard negatives
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            queries, passages = queries.float(), passages.float()
+            if self.hparams["in_batch_negatives"]:
+                student = queries @ passages.T  # [B, B·G]
+            else:
+                student = torch.einsum("bd,bgd->bg", queries, passages.view(batch_size, group, -1))  # [B, G]
+        loss = self.loss(student, layout.teacher_scores, layout.mask, layout.positive_mask)
         self.log(f"{split}/loss", loss, batch_size=batch_size, prog_bar=True)
-        self.log(f"{split}/acc@1", hit, batch_size=batch_size, prog_bar=split == "val")
+        if layout.positive_mask.any():  # teachers without positives (pure distillation) have no accuracy
+            top1 = student.masked_fill(~layout.mask, float("-inf")).argmax(dim=1)  # [B]
+            hit = layout.positive_mask.gather(1, top1[:, None]).float().mean()
+            self.log(f"{split}/acc@1", hit, batch_size=batch_size, prog_bar=split == "val")
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

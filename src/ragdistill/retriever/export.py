@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 from transformers import PreTrainedModel
 
-from ragdistill.retriever.bi_encoder import SETTINGS_FILE, BiEncoder
+from ragdistill.retriever.bi_encoder import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> P
     """Write the retriever to ``out_dir`` (replaced atomically) and return the path.
 
     A shared-tower retriever becomes one sentence-transformers folder; a two-tower one gets ``query/`` and
-    ``passage/`` folders. ``ragdistill.json`` keeps what the format cannot (temperature, prefixes, query
-    length) so ``retriever.path=<out_dir>`` reloads it exactly.
+    ``passage/`` folders. ``ragdistill.json`` keeps what the format cannot (towers, prefixes, query length),
+    and :class:`BiEncoder` reads it back, so ``retriever.path=<out_dir>`` encodes exactly as this one did.
+    The folder is written beside ``out_dir`` first and swapped in only once complete.
     """
     out = Path(out_dir)
     staging = out.with_name(out.name + ".tmp")
@@ -46,11 +47,7 @@ def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> P
     else:
         _save_tower(retriever.query_encoder, retriever, hp["query_max_length"], staging / "query")
         _save_tower(retriever.passage_encoder, retriever, hp["passage_max_length"], staging / "passage")
-    settings = {
-        key: hp[key]
-        for key in ("shared_towers", "pooling", "normalize", "temperature", "query_max_length", "passage_max_length")
-    }
-    settings |= {"query_prefix": hp["query_prefix"], "passage_prefix": hp["passage_prefix"]}
+    settings = {key: hp[key] for key in (*ARCHITECTURE_KEYS, "query_max_length", "passage_max_length")}
     (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)

@@ -16,7 +16,9 @@ class ScoreLayout:
 
     Attributes:
         teacher_scores: ``[B, N]``; ``NO_OPINION`` (-inf) on other questions' columns.
-        mask: ``[B, N]`` bool, True where the column takes part in the loss.
+        mask: ``[B, N]`` bool, True where the column takes part in the loss. Own-group columns the
+            teacher has no opinion on are False, so within the mask a -inf teacher score always means
+            "another question's passage" (an in-batch negative).
         positive_mask: ``[B, N]`` bool, True on the row's own positives.
     """
 
@@ -38,7 +40,8 @@ def layout_scores(
     With in-batch negatives, row ``b`` sees every passage of the batch; its own group sits in columns
     ``b·G … b·G+G-1``. Another question's passage is masked out when it is one of row ``b``'s positives
     (on SQuAD ~4.6 questions share a paragraph, so without this a gold paragraph would be pushed away
-    as a "negative") or a copy of a passage already in row ``b``'s own group.
+    as a "negative"), a copy of a passage already in row ``b``'s group, or a repeat of an earlier
+    in-batch column (so a passage counts once). Tensors are created on the inputs' device.
 
     Args:
         teacher_scores: ``[B, G]`` teacher scores of each row's group.
@@ -48,21 +51,25 @@ def layout_scores(
         positive_ids: Each row's positive passage ids.
         in_batch_negatives: Lay out ``[B, B·G]`` instead of ``[B, G]``.
     """
+    own_mask = group_mask.bool() & (teacher_scores > NO_OPINION)  # [B, G]
     if not in_batch_negatives:
-        return ScoreLayout(teacher_scores, group_mask.bool(), positive_mask.bool())
+        return ScoreLayout(teacher_scores, own_mask, positive_mask.bool())
     batch, group = teacher_scores.shape
-    flat_ids = [pid for row in pids for pid in row]  # B·G
-    own = torch.zeros(batch, batch * group, dtype=torch.bool)
+    device = teacher_scores.device
+    flat_ids = [pid for row in pids for pid in row]  # B·G, row-major
+    own = torch.block_diag(*[torch.ones(1, group, dtype=torch.bool)] * batch).to(device)  # [B, B·G]
+    allowed = []  # [B][B·G]: may row b use column j as an in-batch negative?
     for b in range(batch):
-        own[b, b * group : (b + 1) * group] = True
-    mask = group_mask.bool().reshape(1, -1).expand(batch, -1).clone()  # [B, B·G]
-    for b in range(batch):
-        excluded = positive_ids[b] | set(pids[b])
-        for column, pid in enumerate(flat_ids):
-            if not own[b, column] and pid in excluded:
-                mask[b, column] = False
-    full_teacher = torch.full((batch, batch * group), NO_OPINION, dtype=teacher_scores.dtype)
-    full_positive = torch.zeros(batch, batch * group, dtype=torch.bool)
+        seen = positive_ids[b] | set(pids[b])
+        row = []
+        for pid in flat_ids:
+            row.append(pid not in seen)
+            seen.add(pid)
+        allowed.append(row)
+    in_batch = torch.tensor(allowed, dtype=torch.bool, device=device) & group_mask.bool().reshape(1, -1)
+    mask = torch.where(own, own_mask.reshape(1, -1).expand(batch, -1), in_batch)
+    full_teacher = torch.full((batch, batch * group), NO_OPINION, dtype=teacher_scores.dtype, device=device)
+    full_positive = torch.zeros(batch, batch * group, dtype=torch.bool, device=device)
     full_teacher[own] = teacher_scores.reshape(-1)
     full_positive[own] = positive_mask.bool().reshape(-1)
     return ScoreLayout(full_teacher, mask, full_positive)

@@ -37,6 +37,8 @@ def search(
     """Return the top-``k`` passages of ``index`` for each question, best first."""
     vectors = encode_texts(retriever, [q.text for q in questions], "query", settings)
     scores, ids = index.search(vectors, k)  # [Q, k]
+    # approximate indexes may return fewer than k ids (faiss pads with -1; the index drops those ids)
     return {
-        q.id: RankedList(row_ids, row_scores) for q, row_ids, row_scores in zip(questions, ids, scores, strict=True)
+        q.id: RankedList(row_ids, row_scores[: len(row_ids)])
+        for q, row_ids, row_scores in zip(questions, ids, scores, strict=True)
     }

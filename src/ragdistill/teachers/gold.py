@@ -7,30 +7,26 @@ import logging
 import numpy as np
 
 from ragdistill.candidates.base import RankedList
-from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.evaluation.metrics import has_answer
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 
 
-def contains_answer(passage: Passage, answers: tuple[str, ...]) -> bool:
-    """Whether the passage text contains any answer string (case- and whitespace-insensitive)."""
-    text = " ".join(passage.text.lower().split())
-    return any(" ".join(a.lower().split()) in text for a in answers if a.strip())
-
-
 class GoldTeacher(Teacher):
     """Mark the human-labelled passages as positives and the other first-stage candidates as hard negatives.
 
-    Scores: 1 for a gold passage, 0 for a hard negative (higher = more useful), so a distribution-matching
-    loss sees a one-hot target and InfoNCE sees exactly the positives.
+    Scores: 1 for a gold passage, 0 for a hard negative (higher = more useful). InfoNCE uses only the
+    positives; a distribution-matching loss approaches a one-hot target with a small teacher temperature.
 
     Args:
         num_candidates: How many first-stage candidates to keep as hard negatives per question.
         drop_answer_negatives: Drop candidates that contain a gold answer string from the negatives. On
             SQuAD several paragraphs of one article often mention the answer; pushing them away teaches
-            the retriever to reject useful passages (DPR filters its BM25 negatives the same way).
+            the retriever to reject useful passages (DPR filters its BM25 negatives the same way). Matching is
+            whole-word, as in the answer-hit metrics.
 
     References:
         Karpukhin et al., Dense Passage Retrieval for Open-Domain Question Answering, EMNLP 2020,
@@ -57,7 +53,7 @@ class GoldTeacher(Teacher):
                 pid
                 for pid in candidates[question.id].ids
                 if pid not in gold
-                and not (self.drop_answer_negatives and contains_answer(data.passage(pid), question.answers))
+                and not (self.drop_answer_negatives and has_answer(data.passage(pid).text, question.answers))
             ][: self.num_candidates]
             without_negatives += not negatives
             ids = list(question.gold_ids) + negatives

@@ -44,6 +44,11 @@ class TeacherSignal:
             )
         if np.isnan(self.scores).any() or np.isposinf(self.scores).any():
             raise ValueError(f"question {self.qid!r}: teacher scores contain NaN or +inf")
+        if not np.isfinite(self.scores).any():
+            raise ValueError(
+                f"question {self.qid!r}: the teacher has an opinion on none of its {len(self.candidate_ids)} "
+                "candidates; a teacher drops such questions instead of emitting a signal"
+            )
         if len(set(self.candidate_ids)) != len(self.candidate_ids):
             raise ValueError(f"question {self.qid!r}: duplicate candidate ids")
         missing = set(self.positive_ids) - set(self.candidate_ids)

@@ -55,6 +55,15 @@ def git_state(start: Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def job_config(cfg: DictConfig) -> DictConfig:
+    """The experiment's config without Hydra's own node.
+
+    A config composed in tests or notebooks carries ``hydra`` (whose sweep keys cannot resolve outside a
+    sweep); the CLI saves that node in ``.hydra/`` anyway.
+    """
+    return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+
+
 def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     """Write ``run_info.json`` (versions, git, command) and ``resolved_config.yaml`` into the run dir."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -66,5 +75,5 @@ def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
         "git": git_state(),
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
-    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg), resolve=True))
     return info
