@@ -23,7 +23,6 @@ def run_task(
     task: Callable[[DictConfig], tuple[dict[str, float], dict[str, Any]]], cfg: DictConfig
 ) -> dict[str, float]:
     """Run ``task`` with the config tree printed first; log any failure with the run dir, always close W&B."""
-    quiet_third_party()
     print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     try:
         metrics, _ = task(cfg)
@@ -47,7 +46,8 @@ def _metric(metrics: dict[str, float], cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def train_main(cfg: DictConfig) -> float | None:
     """``ragdistill-train``: train a retriever from a teacher and evaluate it."""
-    from ragdistill import pipeline  # heavy imports (torch, transformers) only once a run starts
+    quiet_third_party()  # before the heavy imports, some of which log on import (faiss)
+    from ragdistill import pipeline  # torch, transformers, faiss only once a run starts: --help stays fast
 
     return _metric(run_task(pipeline.train, cfg), cfg)
 
@@ -55,6 +55,7 @@ def train_main(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def eval_main(cfg: DictConfig) -> float | None:
     """``ragdistill-eval retriever.path=...``: evaluate any retriever folder without training."""
+    quiet_third_party()
     from ragdistill import pipeline
 
     return _metric(run_task(pipeline.evaluate, cfg), cfg)
