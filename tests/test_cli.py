@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -43,3 +45,24 @@ def test_eval_of_the_untrained_backbone_on_the_fixture(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 < metrics["test/gold/recall@20"] <= 1 and "test_bm25/gold/recall@5" in metrics
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "recall_at_k.png").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_data_path_on_a_small_squad_open(tmp_path):
+    """The default data (packaged SQuAD) through the real CLI, shrunk to seconds."""
+    run_dir = tmp_path / "run"
+    done = _run(
+        "ragdistill-train",
+        "experiment=quickstart",
+        "data.n_train=48",
+        "data.n_eval=40",
+        "data.corpus_size=400",
+        "datamodule.batch_size=16",
+        "datamodule.val_size=8",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/questions"] == 40 and metrics["test/questions"] == 40
+    assert (run_dir / "retriever" / "modules.json").exists() and (run_dir / "quickstart.log").exists()
