@@ -45,9 +45,9 @@ class EncodeSettings:
     Attributes:
         batch_size: Texts per forward pass.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        precision: Lightning precision; ``bf16-mixed`` runs matmuls in bfloat16 (1.7× the float32
-            throughput on SQuAD paragraphs on these CPUs, cosine to float32 vectors > 0.9999);
-            ``32-true`` for exact float32.
+        precision: Lightning precision; ``bf16-mixed`` runs matmuls in bfloat16 (1.74× the float32
+            throughput on SQuAD paragraphs on these CPUs, cosine to float32 vectors >= 0.99997; see
+            benchmarks/precision.py); ``32-true`` for exact float32.
     """
 
     batch_size: int = 64

@@ -6,21 +6,27 @@ import logging
 import os
 import warnings
 
+NOISY_LOGGERS = (
+    "bm25s",
+    "faiss.loader",  # logs each CPU-feature build it tries, as INFO, on import
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric",
+    "pytorch_lightning.accelerators",
+)
+
 
 def quiet_third_party() -> None:
-    """Turn off transformers' per-file progress bars and noisy info lines, Lightning's tips and known warnings."""
+    """Turn off transformers' per-file progress bars and noisy info lines, Lightning's tips and known warnings.
+
+    Levels are set before anything heavy is imported, since some libraries log while being imported.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    for name in (
-        "bm25s",
-        "pytorch_lightning.utilities.rank_zero",
-        "lightning_fabric",
-        "pytorch_lightning.accelerators",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
