@@ -3,7 +3,7 @@
 Runs two real commands (one ``ragdistill-eval`` of the untrained backbone, one ``ragdistill-train``) into
 fixed run dirs, then writes one Markdown table from their ``metrics.json`` files:
 
-    python benchmarks/squad_open.py                      # full corpus, 1,000 dev questions (~1 h on 2 cores)
+    python benchmarks/squad_open.py                      # full corpus, 1,000 dev questions (~32 min on 2 cores)
     python benchmarks/squad_open.py --train-questions 500 --corpus-size 5000   # a quick look
 
 The table goes to ``benchmarks/results/squad_open.md`` and to stdout.
@@ -42,7 +42,7 @@ def run(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-questions", type=int, default=4000)
+    parser.add_argument("--train-questions", type=int, default=3000)
     parser.add_argument("--eval-questions", type=int, default=1000)
     parser.add_argument("--corpus-size", default="null", help="null = full corpus")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_squad_open")
