@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +69,15 @@ def _finish(metrics: dict[str, float], loggers: list[Logger], run_dir: Path, ste
     return metrics
 
 
-def _fail(loggers: list[Logger]) -> None:
-    for lg in loggers:
-        lg.finalize("failed")
+@contextmanager
+def _finalize_loggers_on_failure(loggers: list[Logger]) -> Iterator[None]:
+    """Close every logger as ``failed`` if the body raises, so their files are complete; then re-raise."""
+    try:
+        yield
+    except BaseException:
+        for lg in loggers:
+            lg.finalize("failed")
+        raise
 
 
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
@@ -113,7 +121,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg, "trainer", logger=loggers or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )
     metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals))}
-    try:
+    with _finalize_loggers_on_failure(loggers):
         with timer("fit"):
             trainer.fit(retriever, datamodule=datamodule)
         export_sentence_transformers(retriever, run_dir / "retriever")
@@ -121,9 +129,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             with timer("evaluate"):
                 bm25 = _bm25_baseline(cfg, data, first_stage)
                 metrics |= evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
-    except BaseException:
-        _fail(loggers)
-        raise
     metrics |= timer.metrics()
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
     return _finish(metrics, loggers, run_dir, trainer.global_step), objects
@@ -134,12 +139,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     run_dir, timer, data = _start(cfg)
     retriever: BiEncoder = _build(cfg, "retriever")
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    try:
-        with timer("evaluate"):
-            bm25 = _bm25_baseline(cfg, data)
-            metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
-    except BaseException:
-        _fail(loggers)
-        raise
+    with _finalize_loggers_on_failure(loggers), timer("evaluate"):
+        bm25 = _bm25_baseline(cfg, data)
+        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
     metrics |= timer.metrics()
     return _finish(metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}

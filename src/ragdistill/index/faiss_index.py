@@ -16,7 +16,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-from rich.progress import Progress
+
+from ragdistill.utils.progress import track_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -314,12 +315,8 @@ def _train_sample(x: np.ndarray) -> np.ndarray:
 
 def _add_in_chunks(index: Any, x: np.ndarray) -> None:
     """Add ``x`` to ``index`` in chunks, with a progress bar when there is more than one chunk."""
-    with Progress(transient=True, disable=len(x) <= _ADD_CHUNK) as progress:
-        task = progress.add_task("Indexing passages", total=len(x))
-        for start in range(0, len(x), _ADD_CHUNK):
-            chunk = x[start : start + _ADD_CHUNK]
-            index.add(chunk)
-            progress.advance(task, len(chunk))
+    for chunk in track_chunks(x, _ADD_CHUNK, "Indexing passages", disable=len(x) <= _ADD_CHUNK):
+        index.add(chunk)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
