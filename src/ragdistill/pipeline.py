@@ -18,13 +18,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from ragdistill.candidates.base import CandidateGenerator
+from ragdistill.candidates.base import CandidateGenerator, RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.config_check import check_config
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_retriever, needs_bm25
+from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.export import export_sentence_transformers
+from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.cache import SignalCache, score_with_cache
+from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.run_info import job_config, save_run_info
 from ragdistill.utils.timing import StageTimer
 
@@ -58,6 +62,28 @@ def _bm25_baseline(
     built = instantiate(cfg.candidates) if "candidates" in cfg else None
     bm25 = built if isinstance(built, BM25Candidates) else BM25Candidates()
     return bm25.fit(data.corpus)
+
+
+def _score_teacher(
+    cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
+) -> tuple[list[TeacherSignal], dict[str, float]]:
+    """Score the training questions, reusing cached signals; return them with the teacher's figures.
+
+    The cache key is the resolved teacher config (which holds its LM's config) plus the fingerprint of the
+    teacher's models; each shard is further addressed by the questions, candidates and passage texts it
+    holds, so data and first-stage changes miss on their own.
+    """
+    cache = None
+    if cfg.get("cache_teacher", True):
+        parts = {"teacher": OmegaConf.to_container(cfg.teacher, resolve=True), **teacher.cache_identity()}
+        cache = SignalCache.from_parts(Path(cfg.paths.cache_dir), parts)
+    signals, stats = score_with_cache(teacher, data.train, candidates, data, cache)
+    metrics = stats.metrics() | teacher.metrics() | teacher_quality(signals, data.train, data)
+    logger.info(
+        "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
+        100 * metrics.get("teacher/top1_gold", float("nan")),
+    )
+    return signals, metrics
 
 
 def _finish(metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int) -> dict[str, float]:
@@ -109,9 +135,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         first_stage.fit(data.corpus, retriever=retriever)
         candidates = first_stage.retrieve(data.train)
 
-    teacher = _build(cfg, "teacher")
+    teacher: Teacher = _build(cfg, "teacher")
     with timer("teacher"):
-        signals = teacher.score(data.train, candidates, data)
+        signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
 
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     for lg in loggers:
@@ -120,7 +146,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer: pl.Trainer = _build(
         cfg, "trainer", logger=loggers or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )
-    metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals))}
+    metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
     with _finalize_loggers_on_failure(loggers):
         with timer("fit"):
             trainer.fit(retriever, datamodule=datamodule)

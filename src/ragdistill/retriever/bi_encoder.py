@@ -148,6 +148,8 @@ class BiEncoder(pl.LightningModule):
                 student = torch.einsum("bd,bgd->bg", queries, passages.view(batch_size, group, -1))  # [B, G]
         loss = self.loss(student, layout.teacher_scores, layout.mask, layout.positive_mask)
         self.log(f"{split}/loss", loss, batch_size=batch_size, prog_bar=True)
+        for name, value in getattr(self.loss, "components", {}).items():  # a weighted sum's parts
+            self.log(f"{split}/loss_{name}", value, batch_size=batch_size)
         if layout.positive_mask.any():  # teachers without positives (pure distillation) have no accuracy
             top1 = student.masked_fill(~layout.mask, float("-inf")).argmax(dim=1)  # [B]
             hit = layout.positive_mask.gather(1, top1[:, None]).float().mean()

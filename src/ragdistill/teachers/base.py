@@ -22,3 +22,12 @@ class Teacher(ABC):
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
     ) -> list[TeacherSignal]:
         """Return one signal per question the teacher could judge, in the order of ``questions``."""
+
+    def metrics(self) -> dict[str, float]:
+        """Figures about the last scoring (e.g. ``teacher/passages``) for metrics.json; none by default."""
+        return {}
+
+    def cache_identity(self) -> dict[str, str]:
+        """What identifies this teacher's models beyond its config (e.g. the LM's weights), for the signal cache."""
+        lm = getattr(self, "lm", None)
+        return {"lm": lm.fingerprint()} if lm is not None else {}

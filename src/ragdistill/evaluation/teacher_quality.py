@@ -1,0 +1,59 @@
+"""How good a teacher's judgement is, measured against the labels the teacher did not use.
+
+A teacher that rarely puts the gold paragraph first cannot teach a retriever to; these figures tell a user
+which teacher (or attention variant) to pick before any training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.evaluation.metrics import has_answer
+from ragdistill.teachers.signal import TeacherSignal
+
+
+def _entropy(scores: np.ndarray) -> float:
+    """Entropy (nats) of softmax over the judged scores (temperature 1: log-probability teachers)."""
+    judged = scores[np.isfinite(scores)].astype(np.float64)
+    if len(judged) < 2:
+        return 0.0
+    probs = np.exp(judged - judged.max())
+    probs /= probs.sum()
+    return float(-(probs * np.log(np.clip(probs, 1e-300, None))).sum())
+
+
+def teacher_quality(signals: list[TeacherSignal], questions: list[Question], data: RetrievalData) -> dict[str, float]:
+    """Return ``teacher/*`` figures over the signals whose candidate pool holds a gold paragraph.
+
+    - ``top1_gold``: the teacher's best candidate is the gold paragraph (among questions whose pool has one);
+    - ``top1_answer``: its best candidate contains a gold answer string (among pools with such a passage);
+    - ``gold_in_pool``: the share of signals whose pool holds a gold paragraph (the ceiling of ``top1_gold``);
+    - ``entropy``: mean entropy of the teacher's softmax over its judged candidates (temperature 1);
+    - ``random_top1_gold``: what picking a judged candidate at random would score, for reference.
+    """
+    by_id = {q.id: q for q in questions}
+    gold_hits, gold_pools, answer_hits, answer_pools, chance, entropies = 0, 0, 0, 0, 0.0, []
+    for signal in signals:
+        question = by_id[signal.qid]
+        judged = [i for i, s in enumerate(signal.scores) if np.isfinite(s)]
+        best = signal.candidate_ids[int(np.argmax(signal.scores))]
+        entropies.append(_entropy(signal.scores))
+        gold = set(question.gold_ids)
+        if gold & {signal.candidate_ids[i] for i in judged}:
+            gold_pools += 1
+            gold_hits += best in gold
+            chance += len(gold & {signal.candidate_ids[i] for i in judged}) / len(judged)
+        if question.answers:
+            answering = [has_answer(data.passage(signal.candidate_ids[i]).text, question.answers) for i in judged]
+            if any(answering):
+                answer_pools += 1
+                answer_hits += has_answer(data.passage(best).text, question.answers)
+    if not signals:
+        return {}
+    figures = {"teacher/gold_in_pool": gold_pools / len(signals), "teacher/entropy": float(np.mean(entropies))}
+    if gold_pools:
+        figures |= {"teacher/top1_gold": gold_hits / gold_pools, "teacher/random_top1_gold": chance / gold_pools}
+    if answer_pools:
+        figures["teacher/top1_answer"] = answer_hits / answer_pools
+    return figures

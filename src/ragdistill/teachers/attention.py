@@ -1,0 +1,186 @@
+"""Attention distillation teacher: how much the reader attends to each passage while producing the answer."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.models.lm import LanguageModel
+from ragdistill.teachers.attention_capture import AttentionOptions
+from ragdistill.teachers.lm_forward import output_attention
+from ragdistill.teachers.lm_inputs import LMExample, PromptTemplate
+from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
+from ragdistill.teachers.signal import TeacherSignal
+
+logger = logging.getLogger(__name__)
+
+TINY = 1e-30
+"""Floor before the log, so a passage the reader ignores entirely gets a very low finite score."""
+
+
+class AttentionTeacher(LMTeacher):
+    """Score each candidate by the reader's attention to it from the output tokens, with all K in context.
+
+    Formula: ``score(d) = log Σ_{t ∈ d} mean_{l ∈ L, h ∈ H, o ∈ O} α^{l,h}_{o,t} · ‖v^{l,h}_t‖`` (post-softmax,
+    value-norm weighted, summed over passage tokens); with ``pre_softmax`` the mean scaled score
+    ``q·k/√d`` replaces ``α·‖v‖`` and no log is taken. O = the positions producing the answer tokens (or
+    only the first), L/H = the chosen layers and heads. Higher = the reader used the passage more.
+    With post-softmax scores and teacher temperature 1, KL matches the reader's normalised attention mass.
+
+    Shapes: one ``[K]`` float32 signal per question; memory per batch is ``[b, R, T]`` (R output rows),
+    never a ``T×T`` attention map (see ``attention_capture``).
+
+    Args:
+        lm: The reader LM (decoder-only, or encoder-decoder whose decoder cross-attention is read).
+        target: ``answer`` (the gold answer, teacher-forced; questions without one are dropped) or
+            ``generated`` (the reader's own greedy answer with the K passages in context).
+        pre_softmax: Read scaled scores instead of probabilities.
+        value_norm: Weight probabilities by the value-vector norm (Atlas's best; arXiv:2402.11794).
+        layers: Attention layers averaged (negative = from the end); ``None`` = all.
+        heads: Heads averaged; ``None`` = all.
+        first_token_only: Use only the position producing the first output token.
+        passage_reduction: ``sum`` (attention mass of the passage) or ``mean`` over its tokens.
+        shuffle_passages: Put the K passages in a random order (seeded per question) instead of first-stage
+            order, so the reader's position bias does not simply echo the first stage.
+        seed: Seed of the shuffles.
+        max_new_tokens: Answer length limit with ``target=generated``.
+        **kwargs: Shared LM teacher options (:class:`LMTeacher`).
+
+    References:
+        Izacard & Grave, Distilling Knowledge from Reader to Retriever, arXiv:2012.04584 (FiD-KD).
+        Izacard et al., Atlas, arXiv:2208.03299 (ADist, α·‖v‖). Jiang et al., arXiv:2402.11794 (decoder-only
+        readers; value-norm weighting; when attention distillation works).
+    """
+
+    default_prompt = PromptTemplate(
+        instruction="Answer the question using the passages.\n", passage="[{index}] {text}\n"
+    )
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        target: Literal["answer", "generated"] = "answer",
+        pre_softmax: bool = False,
+        value_norm: bool = True,
+        layers: list[int] | None = None,
+        heads: list[int] | None = None,
+        first_token_only: bool = False,
+        passage_reduction: Literal["sum", "mean"] = "sum",
+        shuffle_passages: bool = False,
+        seed: int = 0,
+        max_new_tokens: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lm, **kwargs)
+        if target not in ("answer", "generated"):
+            raise ValueError(f"teacher.target must be 'answer' or 'generated', got {target!r}")
+        if passage_reduction not in ("sum", "mean"):
+            raise ValueError(f"teacher.passage_reduction must be 'sum' or 'mean', got {passage_reduction!r}")
+        self.options = AttentionOptions(
+            pre_softmax, value_norm, tuple(layers) if layers is not None else None, tuple(heads) if heads else None
+        )
+        self.target = target
+        self.first_token_only = first_token_only
+        self.passage_reduction = passage_reduction
+        self.shuffle_passages = shuffle_passages
+        self.seed = seed
+        self.max_new_tokens = max_new_tokens
+
+    def _order(self, question: Question, size: int) -> list[int]:
+        """Prompt order of the candidates: ``order[j]`` = candidate index at prompt position j."""
+        order = list(range(size))
+        if self.shuffle_passages:
+            random.Random(f"{self.seed}:{question.id}").shuffle(order)
+        return order
+
+    def _step(self, model: PreTrainedModel, batch: dict[str, Any]) -> list[Tensor]:
+        attention = output_attention(model, batch, self.options, self.first_token_only)  # [b, T]
+        per_example = []
+        for row, example in enumerate(batch["examples"]):
+            spans = [attention[row, start:end] for start, end in example.passage_spans]
+            reduce = torch.sum if self.passage_reduction == "sum" else torch.mean
+            values = torch.stack([reduce(span) for span in spans])  # [K] in prompt order
+            if not self.options.pre_softmax:
+                values = values.clamp_min(TINY).log()
+            per_example.append(values.detach().float().cpu())
+        return per_example
+
+    def _generate(self, model: PreTrainedModel, batch: dict[str, Any]) -> list[list[int]]:
+        """Greedy answers for a batch of contexts (left-padded for a decoder-only LM)."""
+        pad = self.lm.tokenizer.pad_token_id
+        seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        contexts = [ex.context_ids for ex in batch["examples"]]
+        width = max(len(c) for c in contexts)
+        # an encoder reads right-padded input; a decoder-only LM continues from its last token: pad on the left
+        rows = [c + [pad] * (width - len(c)) if seq2seq else [pad] * (width - len(c)) + c for c in contexts]
+        mask = [
+            [1] * len(c) + [0] * (width - len(c)) if seq2seq else [0] * (width - len(c)) + [1] * len(c)
+            for c in contexts
+        ]
+        device = batch["input_ids"].device
+        out = model.generate(  # type: ignore[operator]
+            input_ids=torch.tensor(rows, device=device),
+            attention_mask=torch.tensor(mask, device=device),
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        new_tokens = out[:, 1:] if seq2seq else out[:, width:]  # seq2seq output starts with the decoder start token
+        stop = {self.lm.tokenizer.eos_token_id, pad}
+        answers = []
+        for row in new_tokens.tolist():
+            cut = next((i for i, token in enumerate(row) if token in stop), len(row))
+            answers.append(row[:cut])
+        return answers
+
+    @torch.no_grad()
+    def score(
+        self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """One signal per question: the reader's attention to each of its K candidates."""
+        usable = [q for q in questions if q.answers] if self.target == "answer" else list(questions)
+        if len(usable) < len(questions):
+            logger.warning(
+                "Attention teacher dropped %d of %d questions without an answer",
+                len(questions) - len(usable),
+                len(questions),
+            )
+        builder = self.builder()
+        pools = [self.pool(q, candidates) for q in usable]
+        orders = [self._order(q, len(pool)) for q, pool in zip(usable, pools, strict=True)]
+        examples: list[LMExample] = []
+        for qi, (question, pool, order) in enumerate(zip(usable, pools, orders, strict=True)):
+            passages = [data.passage(pool[ci]) for ci in order]
+            target = question.answers[0] if question.answers else "-"
+            examples.append(builder.build(qi, passages, question.text, target))
+        if self.target == "generated":
+            examples = self._with_generated_targets(examples)
+        run = self.run(examples, self._step, f"Attention ({self.target})")
+        scores: dict[tuple[int, int], float] = {}
+        for qi, values in run.results.items():
+            for position, ci in enumerate(orders[qi]):
+                scores[(qi, ci)] = float(values[position])
+        signals = signals_from_scores(usable, pools, scores)
+        logger.info("Attention teacher: %d signals over K=%d candidates", len(signals), self.num_candidates)
+        return signals
+
+    def _with_generated_targets(self, examples: list[LMExample]) -> list[LMExample]:
+        """Replace each gold target by the reader's own greedy answer; drop (and count) empty answers."""
+        generated = self.run(examples, self._generate, "Generating reader answers").results
+        kept = [
+            LMExample(ex.key, ex.context_ids, generated[ex.key], ex.passage_spans, ex.question_span)
+            for ex in examples
+            if generated[ex.key]
+        ]
+        if len(kept) < len(examples):
+            logger.warning(
+                "Attention teacher dropped %d questions whose generated answer was empty", len(examples) - len(kept)
+            )
+        return kept

@@ -1,0 +1,435 @@
+"""The teacher-signal cache: score once, reuse across runs and sweeps (DESIGN.md, content-addressed stages).
+
+Layout under ``paths.cache_dir``::
+
+    teacher_signals/<key>/info.json                what made the key, for people browsing the cache
+    teacher_signals/<key>/shard-<shard_key>.json   one finished shard of signals
+
+``key`` is :func:`config_key` of the resolved config that determines the signal (data, candidates,
+teacher, LM, checkpoint) plus :data:`CACHE_FORMAT_VERSION`. Each shard is addressed by its content
+(:meth:`SignalCache.shard_key`: questions, their candidates and the candidates' text), so a changed
+question or passage misses only the shards that contain it. Shards are written atomically right after
+they are scored, so an interrupted run resumes from its finished shards; a corrupt or truncated shard
+is reported, deleted and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.utils.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+"""Bump when the shard file layout or the meaning of a stored field changes; old entries then miss."""
+
+RUNTIME_KEYS = frozenset(
+    {
+        "batch_size",
+        "max_batch_size",
+        "max_batch_tokens",
+        "num_workers",
+        "accelerator",
+        "devices",
+        "progress",
+        "cache",
+        "cache_dir",
+        "shard_size",
+    }
+)
+"""Config keys dropped (at any depth) before hashing, because they change how fast the signal is made, not
+what it is: batching and devices only regroup the same per-question computation (an LM padded in a bigger
+batch differs at most by float rounding, far below what any loss can tell apart); workers and progress
+bars are plumbing; ``cache_dir`` is where the cache lives, not what is in it; ``cache`` switches this cache
+itself; ``shard_size`` only regroups questions into files (changing it re-partitions the questions, so
+existing shards miss once, but the key stays the same)."""
+
+KEY_HEX_CHARS = 20
+"""Length of a cache key: 80 bits, so collisions between configs are out of reach while names stay short."""
+
+SHARD_KEY_HEX_CHARS = 32
+"""Length of a shard key: 128 bits, as shards are far more numerous than configs."""
+
+_SAFE_NAME = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z_.-]*$")
+
+
+def _canonical(obj: Any) -> Any:
+    """Turn ``obj`` into plain JSON data with runtime keys removed; raise ``TypeError`` on unknown types.
+
+    Unknown objects are refused rather than ``str()``-ed: a repr holding a memory address would change the
+    key on every run, and one hiding a setting would let two different configs share a key.
+    """
+    if isinstance(obj, DictConfig | ListConfig):
+        return _canonical(OmegaConf.to_container(obj, resolve=True))
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in obj.items() if str(k) not in RUNTIME_KEYS}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _canonical({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return _canonical(obj.item())
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(
+        f"cannot hash a {type(obj).__name__} into a cache key; pass config values "
+        "(dicts, lists, str, numbers, bool, None, OmegaConf containers, dataclasses)"
+    )
+
+
+def _sha256_json(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_key(*parts: Any) -> str:
+    """Return the cache key of ``parts``: sha256 of their canonical JSON, first 20 hex characters.
+
+    Dicts are hashed with sorted keys and without :data:`RUNTIME_KEYS` (at any depth); OmegaConf containers
+    are resolved first, so an interpolation hashes as its value. :data:`CACHE_FORMAT_VERSION` is part of the
+    hash.
+
+    Args:
+        parts: What determines the signal, e.g. ``cfg.data, cfg.candidates, cfg.teacher, cfg.lm``.
+
+    Returns:
+        A 20-character lowercase hex string.
+    """
+    return _sha256_json({"format": CACHE_FORMAT_VERSION, "parts": _canonical(list(parts))})[:KEY_HEX_CHARS]
+
+
+@dataclass
+class CacheStats:
+    """What :func:`score_with_cache` reused and computed.
+
+    Attributes:
+        shards_total: Shards the questions were split into (1 without a cache, 0 without questions).
+        shards_reused: Shards loaded from the cache.
+        shards_scored: Shards the teacher scored in this call.
+        shards_corrupt: Shard files found corrupt (reported, deleted and rescored).
+        seconds_scoring: Wall time spent inside ``teacher.score``.
+    """
+
+    shards_total: int = 0
+    shards_reused: int = 0
+    shards_scored: int = 0
+    shards_corrupt: int = 0
+    seconds_scoring: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """``teacher/cache_*`` figures for the loggers."""
+        return {
+            "teacher/cache_shards_total": float(self.shards_total),
+            "teacher/cache_shards_reused": float(self.shards_reused),
+            "teacher/cache_shards_scored": float(self.shards_scored),
+            "teacher/cache_shards_corrupt": float(self.shards_corrupt),
+            "runtime/teacher_scoring_s": round(self.seconds_scoring, 2),
+        }
+
+
+class _CorruptShard(Exception):
+    """A shard file that must not be used; the message says what is wrong with it."""
+
+
+class SignalCache:
+    """Store teacher signals under ``root/teacher_signals/<key>/``, one checksummed file per shard.
+
+    A shard file is a one-line JSON header (format version, cache and shard key, payload length and
+    sha256) followed by the JSON payload: the ids of the questions the shard was asked about and one
+    record per signal (``qid``, ``candidate_ids``, ``scores`` with ``-Infinity`` for no opinion,
+    ``positive_ids``, ``diagnostics``). Questions asked but without a signal were dropped by the teacher;
+    the shard remembers them, so a rerun does not score them again.
+
+    Args:
+        root: The cache root (``paths.cache_dir``).
+        key: The cache key, usually :func:`config_key` of what determines the signal.
+        parts: The parts that made ``key``, recorded in ``info.json`` for people browsing the cache.
+
+    Attributes:
+        corrupt: How many corrupt shard files this object has found so far.
+    """
+
+    def __init__(self, root: str | Path, key: str, *, parts: Sequence[Any] | None = None) -> None:
+        if not _SAFE_NAME.match(key):
+            raise ValueError(f"cache key {key!r} is not a plain file name (letters, digits, '_', '-', '.')")
+        self.key = key
+        self.dir = Path(root) / "teacher_signals" / key
+        self.parts = None if parts is None else _canonical(list(parts))
+        self.corrupt = 0
+
+    @classmethod
+    def from_parts(cls, root: str | Path, *parts: Any) -> SignalCache:
+        """Build the cache keyed by :func:`config_key` of ``parts``, recording them in ``info.json``."""
+        return cls(root, config_key(*parts), parts=parts)
+
+    def __repr__(self) -> str:
+        return f"SignalCache(<key={self.key}>, dir={str(self.dir)!r})"
+
+    def shard_key(
+        self, questions: Sequence[Question], candidates: Mapping[str, RankedList], data: RetrievalData
+    ) -> str:
+        """Return the content address of one shard: what the teacher sees when it scores these questions.
+
+        Hashes the cache key and, per question in order: id, text, answers, gold ids, and its candidate ids
+        each with a hash of the passage's title and text. First-stage scores are left out: teachers judge
+        passages, not retrieval scores, and float noise in a dense retriever would otherwise miss the cache.
+        """
+        text_hashes: dict[str, str | None] = {}
+
+        def passage_hash(pid: str) -> str | None:
+            if pid not in text_hashes:
+                try:
+                    passage = data.passage(pid)
+                except KeyError:
+                    text_hashes[pid] = None  # the teacher reports unknown ids if it needs their text
+                else:
+                    text_hashes[pid] = _sha256_json([passage.title, passage.text])
+            return text_hashes[pid]
+
+        content = [
+            {
+                "id": q.id,
+                "text": q.text,
+                "answers": list(q.answers),
+                "gold_ids": list(q.gold_ids),
+                "candidates": (
+                    [[pid, passage_hash(pid)] for pid in candidates[q.id].ids] if q.id in candidates else None
+                ),
+            }
+            for q in questions
+        ]
+        return _sha256_json({"key": self.key, "questions": content})[:SHARD_KEY_HEX_CHARS]
+
+    def path(self, shard_key: str) -> Path:
+        """The file of shard ``shard_key``."""
+        if not _SAFE_NAME.match(shard_key):
+            raise ValueError(f"shard key {shard_key!r} is not a plain file name")
+        return self.dir / f"shard-{shard_key}.json"
+
+    def load(self, shard_key: str) -> list[TeacherSignal] | None:
+        """Return the stored signals of a shard, or None when it is missing or corrupt.
+
+        A corrupt file (unreadable, truncated, failing its checksum, of another format version, or holding
+        invalid signals) is reported with ``logger.warning`` naming the file and the problem, deleted and
+        counted in :attr:`corrupt`; the caller then rescores the shard.
+        """
+        path = self.path(shard_key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._discard(path, f"unreadable ({exc})")
+            return None
+        try:
+            return _decode_shard(raw, self.key, shard_key)
+        except _CorruptShard as exc:
+            self._discard(path, str(exc))
+            return None
+
+    def save(
+        self, shard_key: str, signals: Sequence[TeacherSignal], *, question_ids: Sequence[str] | None = None
+    ) -> Path:
+        """Write a shard atomically and return its path.
+
+        Args:
+            shard_key: From :meth:`shard_key`.
+            signals: The teacher's signals for the shard; may be fewer than its questions.
+            question_ids: The ids the teacher was asked about (default: those of ``signals``); those without
+                a signal are recorded as dropped.
+        """
+        qids = [s.qid for s in signals] if question_ids is None else list(question_ids)
+        stray = {s.qid for s in signals} - set(qids)
+        if stray:
+            raise ValueError(f"signals for questions {sorted(stray)} that the shard was not asked about")
+        payload = {
+            "question_ids": qids,
+            "signals": [
+                {
+                    "qid": s.qid,
+                    "candidate_ids": list(s.candidate_ids),
+                    # float32 -> float64 is exact and JSON round-trips float64 exactly; -inf becomes -Infinity.
+                    "scores": [float(x) for x in s.scores],
+                    "positive_ids": list(s.positive_ids),
+                    "diagnostics": {str(k): float(v) for k, v in s.diagnostics.items()},
+                }
+                for s in signals
+            ],
+        }
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+        body_bytes = body.encode("utf-8")
+        header = {
+            "format": CACHE_FORMAT_VERSION,
+            "key": self.key,
+            "shard": shard_key,
+            "bytes": len(body_bytes),
+            "sha256": hashlib.sha256(body_bytes).hexdigest(),
+        }
+        self._write_info()
+        path = self.path(shard_key)
+        atomic_write_text(path, json.dumps(header, separators=(",", ":")) + "\n" + body)
+        return path
+
+    def _write_info(self) -> None:
+        info = self.dir / "info.json"
+        if info.exists():
+            return
+        record = {
+            "key": self.key,
+            "format_version": CACHE_FORMAT_VERSION,
+            "parts": self.parts,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write_text(info, json.dumps(record, indent=2, allow_nan=True) + "\n")
+
+    def _discard(self, path: Path, problem: str) -> None:
+        logger.warning("Corrupt teacher cache shard %s: %s; deleting it and scoring the shard again", path, problem)
+        self.corrupt += 1
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("Could not delete %s (%s); it will be overwritten", path, exc)
+
+
+def _decode_shard(raw: bytes, key: str, shard_key: str) -> list[TeacherSignal]:
+    """Parse and verify a shard file's bytes; raise :class:`_CorruptShard` saying what is wrong."""
+    head, newline, body = raw.partition(b"\n")
+    if not newline:
+        raise _CorruptShard(f"truncated: no complete header line ({len(raw)} bytes)")
+    try:
+        header = json.loads(head)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _CorruptShard(f"unreadable header ({exc})") from None
+    if not isinstance(header, dict):
+        raise _CorruptShard("header is not a JSON object")
+    if header.get("format") != CACHE_FORMAT_VERSION:
+        raise _CorruptShard(f"format version {header.get('format')!r}, expected {CACHE_FORMAT_VERSION}")
+    if header.get("key") != key or header.get("shard") != shard_key:
+        raise _CorruptShard(f"holds shard {header.get('key')}/{header.get('shard')}, not {key}/{shard_key}")
+    if len(body) != header.get("bytes"):
+        raise _CorruptShard(f"truncated: payload has {len(body)} of {header.get('bytes')} bytes")
+    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
+        raise _CorruptShard("checksum mismatch: the payload changed after it was written")
+    try:
+        payload = json.loads(body)
+        asked = payload["question_ids"]
+        signals = [
+            TeacherSignal(
+                qid=r["qid"],
+                candidate_ids=list(r["candidate_ids"]),
+                scores=np.array(r["scores"], dtype=np.float64).astype(np.float32),
+                positive_ids=tuple(r["positive_ids"]),
+                diagnostics={str(k): float(v) for k, v in r["diagnostics"].items()},
+            )
+            for r in payload["signals"]
+        ]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _CorruptShard(f"invalid payload ({type(exc).__name__}: {exc})") from None
+    stray = {s.qid for s in signals} - set(asked)
+    if stray:
+        raise _CorruptShard(f"signals for questions {sorted(stray)} the shard was not asked about")
+    return signals
+
+
+def score_with_cache(
+    teacher: Teacher,
+    questions: Sequence[Question],
+    candidates: dict[str, RankedList],
+    data: RetrievalData,
+    cache: SignalCache | None,
+    shard_size: int = 64,
+) -> tuple[list[TeacherSignal], CacheStats]:
+    """Score ``questions`` with ``teacher``, reusing finished shards from ``cache`` and saving new ones.
+
+    Questions are split in order into shards of ``shard_size``; each shard is loaded if finished, else
+    scored and saved at once, so a crash loses at most the shard in progress. Without a cache all questions
+    go to the teacher in one call.
+
+    Args:
+        teacher: The teacher; its ``score`` is called once per missing shard.
+        questions: The training questions to score.
+        candidates: First-stage candidates per question id.
+        data: The data set (the teacher reads passages from it).
+        cache: Where finished shards live; ``None`` scores everything without caching.
+        shard_size: Questions per shard (a trade-off between resume granularity and file count).
+
+    Returns:
+        The signals in question order (questions the teacher dropped are absent) and what was reused.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    questions = list(questions)
+    name = type(teacher).__name__
+    stats = CacheStats()
+    if not questions:
+        return [], stats
+    if cache is None:
+        logger.info("Scoring %d questions with <%s> (no teacher cache)", len(questions), name)
+        start = time.perf_counter()
+        signals = teacher.score(questions, candidates, data)
+        stats.seconds_scoring = time.perf_counter() - start
+        stats.shards_total = stats.shards_scored = 1
+        return signals, stats
+
+    shards = [questions[i : i + shard_size] for i in range(0, len(questions), shard_size)]
+    keys = [cache.shard_key(shard, candidates, data) for shard in shards]
+    corrupt_before = cache.corrupt
+    done = [cache.load(key) for key in keys]
+    stats.shards_total = len(shards)
+    stats.shards_reused = sum(d is not None for d in done)
+    stats.shards_corrupt = cache.corrupt - corrupt_before
+    short_key = f"{cache.key[:8]}…"
+    if stats.shards_reused:
+        logger.info("Reusing teacher cache <key=%s>: %d/%d shards", short_key, stats.shards_reused, len(shards))
+    else:
+        logger.info("Teacher cache <key=%s> has none of %d shards (%s)", short_key, len(shards), cache.dir)
+    missing = [i for i, d in enumerate(done) if d is None]
+    if missing:
+        n_missing = sum(len(shards[i]) for i in missing)
+        logger.info("Scoring %d shards (%d questions) with <%s>", len(missing), n_missing, name)
+    for i in missing:
+        shard = shards[i]
+        start = time.perf_counter()
+        scored = teacher.score(shard, candidates, data)
+        stats.seconds_scoring += time.perf_counter() - start
+        qids = [q.id for q in shard]
+        stray = {s.qid for s in scored} - set(qids)
+        if stray:
+            raise ValueError(f"teacher <{name}> returned signals for questions {sorted(stray)} it was not asked about")
+        try:
+            cache.save(keys[i], scored, question_ids=qids)
+        except OSError as exc:
+            # The signals are in memory; losing the cache entry costs time on a later run, not this run.
+            logger.warning("Could not write teacher cache shard %s: %s", cache.path(keys[i]), exc)
+        done[i] = scored
+        stats.shards_scored += 1
+    signals = [s for shard_signals in done for s in shard_signals or ()]
+    if missing:
+        logger.info(
+            "Teacher <%s> scored %d shards in %.1f s; %d signals in all",
+            name,
+            stats.shards_scored,
+            stats.seconds_scoring,
+            len(signals),
+        )
+    return signals, stats

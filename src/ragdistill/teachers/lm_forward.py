@@ -1,0 +1,71 @@
+"""What LM teachers read from one forward pass over a batch from :func:`collate_examples`.
+
+Two readings: the log-probability of each target token (likelihood teachers) and the attention from the
+output tokens to every context token (attention teachers). Both work for decoder-only and encoder-decoder
+LMs; both take the batch layout made in ``lm_runner``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from ragdistill.teachers.attention_capture import AttentionOptions, capture_attention
+
+
+def _softcap(model: PreTrainedModel, logits: Tensor) -> Tensor:
+    """Apply the final-logit soft cap some LMs (Gemma) use, as their own forward would."""
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def target_log_probs(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
+    """``[b, L]`` float32 log p(target token i | context, earlier target tokens); 0 at padding.
+
+    Decoder-only LMs: the output head runs only at the ``L`` target positions, not over the whole
+    sequence (the head is a 49k-wide matmul per position — most of the cost of a full-logits pass on
+    short models).
+    """
+    targets, target_mask = batch["target_ids"], batch["target_mask"]  # [b, L]
+    if getattr(model.config, "is_encoder_decoder", False):
+        labels = targets.masked_fill(~target_mask, -100)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+    else:
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        states = hidden.last_hidden_state  # [b, T, D]
+        positions = batch["target_positions"]  # [b, L]
+        picked = states.gather(1, positions[:, :, None].expand(-1, -1, states.shape[-1]))  # [b, L, D]
+        logits = _softcap(model, model.get_output_embeddings()(picked))  # [b, L, V]
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, :, None])[..., 0]
+    return log_probs.masked_fill(~target_mask, 0.0)
+
+
+def output_attention(
+    model: PreTrainedModel, batch: dict[str, Any], options: AttentionOptions, first_token_only: bool
+) -> Tensor:
+    """``[b, T]`` attention from the output tokens to each context token, averaged over watched layers and heads.
+
+    The output rows are the positions that predict the target tokens (decoder-only) or the decoder positions
+    (encoder-decoder, read from the cross-attention); they are averaged, or only the first is used.
+    """
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    rows, row_mask = batch["target_positions"], batch["target_mask"]  # [b, R]
+    if first_token_only:
+        rows, row_mask = rows[:, :1], row_mask[:, :1]
+    with capture_attention(model, options, rows, batch["attention_mask"]) as recorder:
+        if seq2seq:
+            labels = batch["target_ids"].masked_fill(~batch["target_mask"], -100)
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+        else:
+            model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    if recorder.total is None:
+        raise RuntimeError(
+            f"no attention was recorded from {type(model).__name__}: "
+            "does it dispatch attention through transformers' ALL_ATTENTION_FUNCTIONS?"
+        )
+    per_row = recorder.total / recorder.layers  # [b, R, T]
+    weights = row_mask.float()[:, :, None]
+    return (per_row * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # [b, T]

@@ -1,0 +1,110 @@
+"""What every LM teacher shares: the LM handle, the candidate pool, prompt building and the scoring run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Question
+from ragdistill.models.lm import LanguageModel
+from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.lm_inputs import LMExample, PromptBuilder, PromptTemplate, TokenLimits
+from ragdistill.teachers.lm_runner import LMRunSettings, RunResult, StepFn, run_lm
+from ragdistill.teachers.signal import TeacherSignal
+
+logger = logging.getLogger(__name__)
+
+
+class LMTeacher(Teacher):
+    """Base of the teachers that read candidates with a language model.
+
+    Args:
+        lm: The LM (loaded on first use, so a run whose signals are all cached never loads it).
+        num_candidates: K, how many first-stage candidates per question the LM judges.
+        prompt: Overrides of :class:`PromptTemplate` fields (``passage``, ``question``, ``target``,
+            ``instruction``).
+        max_passage_tokens: Tokens kept per passage.
+        max_question_tokens: Tokens kept of the question.
+        max_target_tokens: Tokens kept of the target.
+        max_batch_tokens: Padded tokens per batch (memory bound; results do not depend on it).
+        max_batch_size: Sequences per batch at most.
+        precision: Lightning precision of the scoring pass (``bf16-mixed`` or ``32-true``).
+        accelerator: Lightning accelerator of the scoring pass.
+    """
+
+    default_prompt = PromptTemplate()
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        num_candidates: int = 10,
+        prompt: dict[str, str] | None = None,
+        max_passage_tokens: int = 256,
+        max_question_tokens: int = 64,
+        max_target_tokens: int = 32,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 64,
+        precision: str = "bf16-mixed",
+        accelerator: str = "auto",
+    ) -> None:
+        if num_candidates < 1:
+            raise ValueError(f"teacher.num_candidates must be >= 1, got {num_candidates}")
+        fields = {**self.default_prompt.__dict__, **(prompt or {})}
+        unknown = set(fields) - set(PromptTemplate.__dataclass_fields__)
+        if unknown:
+            valid = sorted(PromptTemplate.__dataclass_fields__)
+            raise ValueError(f"teacher.prompt has unknown keys {sorted(unknown)}; valid: {valid}")
+        self.lm = lm
+        self.num_candidates = num_candidates
+        self.template = PromptTemplate(**fields)
+        self.limits = TokenLimits(max_passage_tokens, max_question_tokens, max_target_tokens)
+        self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
+        self.passages_read = 0
+        self.seconds_reading = 0.0
+
+    def builder(self) -> PromptBuilder:
+        """A prompt builder for this teacher's LM and template (uses the LM's chat template when it has one)."""
+        tokenizer = self.lm.tokenizer
+        wrap = self.lm.chat_wrap()
+        add_bos = wrap is None and getattr(tokenizer, "add_bos_token", False)
+        return PromptBuilder(tokenizer, self.template, self.limits, wrap, tokenizer.bos_token_id if add_bos else None)
+
+    def pool(self, question: Question, candidates: dict[str, RankedList]) -> list[str]:
+        """The K candidate ids the LM judges for ``question``, in first-stage order."""
+        if question.id not in candidates:
+            raise KeyError(f"no first-stage candidates for training question {question.id!r}")
+        return candidates[question.id].ids[: self.num_candidates]
+
+    def run(self, examples: list[LMExample], step: StepFn, description: str) -> RunResult:
+        """Run ``step`` over ``examples`` with this teacher's batching and precision; keep the throughput."""
+        result = run_lm(self.lm.model, examples, step, self.lm.tokenizer.pad_token_id, self.settings, description)
+        self.passages_read += result.passages
+        self.seconds_reading += result.seconds
+        return result
+
+    def metrics(self) -> dict[str, float]:
+        """Throughput over every scoring run so far (``runtime/teacher_passages_per_s``), for metrics.json."""
+        if not self.passages_read:
+            return {}
+        return {
+            "teacher/passages": float(self.passages_read),
+            "runtime/teacher_passages_per_s": self.passages_read / max(self.seconds_reading, 1e-9),
+        }
+
+
+def signals_from_scores(
+    questions: list[Question], pools: list[list[str]], scores: dict[tuple[int, int], float], **extra: Any
+) -> list[TeacherSignal]:
+    """Assemble one signal per question from ``scores[(question index, candidate index)]``.
+
+    A candidate without a score gets no opinion (-inf); a question with none is dropped (the contract).
+    """
+    signals = []
+    for qi, (question, pool) in enumerate(zip(questions, pools, strict=True)):
+        row = np.array([scores.get((qi, ci), -np.inf) for ci in range(len(pool))], dtype=np.float32)
+        if np.isfinite(row).any():
+            signals.append(TeacherSignal(question.id, list(pool), row, **extra))
+    return signals

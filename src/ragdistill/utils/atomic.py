@@ -1,0 +1,60 @@
+"""Write a file so that readers see either the old content or the new, never a partial file.
+
+The data goes to a temp file in the target's directory (same file system, so the rename is atomic),
+is flushed and fsynced, then renamed over the target with :func:`os.replace`. A crash or an exception
+at any point leaves the old file (or no file) in place and removes the temp file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+_DEFAULT_MODE = 0o644
+"""Mode of a new file: ``mkstemp`` creates ``0o600``, too strict for a cache shared by a team."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, creating parent directories as needed.
+
+    Args:
+        path: The file to write; an existing file keeps its permission bits.
+        data: The complete new content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = _DEFAULT_MODE
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        # BaseException: an interrupt (Ctrl-C) mid-write must not leave temp files behind either.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``text`` atomically (no newline translation); see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (POSIX); best effort, since some platforms cannot open a directory."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+
+from ragdistill.losses import ListMLELoss, list_mle
+
+INF = math.inf
+
+
+def brute_force_list_mle(student, teacher, mask, temperature):
+    """Plackett–Luce NLL written out position by position, in plain Python."""
+    rows = []
+    for b in range(student.shape[0]):
+        columns = [j for j in range(student.shape[1]) if mask[b, j]]
+        judged = [j for j in columns if teacher[b, j] > -INF]
+        tail = [j for j in columns if teacher[b, j] == -INF]
+        if not judged:
+            continue
+        order = sorted(judged, key=lambda j: -float(teacher[b, j]))  # stable: ties in column order
+        loss = 0.0
+        for k, j in enumerate(order):
+            rest = order[k:] + tail
+            normaliser = math.log(sum(math.exp(float(student[b, i]) / temperature) for i in rest))
+            loss -= float(student[b, j]) / temperature - normaliser
+        rows.append(loss)
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(3, 7, generator=generator, dtype=torch.float64)
+    teacher = torch.randint(-3, 3, (3, 7), generator=generator).double()  # integer scores: many ties
+    teacher[torch.rand(3, 7, generator=generator) < 0.25] = -INF
+    teacher[:, 0] = 1.0  # every row keeps a judged column
+    mask = torch.rand(3, 7, generator=generator) > 0.2
+    mask[:, 0] = True
+    expected = brute_force_list_mle(student, teacher, mask, 0.7)
+    assert list_mle(student, teacher, mask, temperature=0.7).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_only_the_teachers_order_matters():
+    student = torch.tensor([[0.2, -0.1, 0.5, 0.0]])
+    teacher = torch.tensor([[-1.0, -4.0, -0.5, -2.0]])
+    base = list_mle(student, teacher, None, temperature=0.1)
+    assert torch.allclose(list_mle(student, teacher.exp() * 10, None, temperature=0.1), base)
+
+
+def test_teacher_order_scores_lower_than_its_reverse_and_near_zero_when_sharp():
+    teacher = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    agreeing = torch.tensor([[0.9, 0.6, 0.3, 0.0]])
+    assert list_mle(agreeing, teacher, None, temperature=0.05) < 0.01  # 3 gaps of 6 logits: ~3·e^-6
+    assert list_mle(agreeing.flip(1), teacher, None, temperature=0.05) > 10
+
+
+def test_in_batch_tail_sits_in_every_normaliser_but_is_never_a_position():
+    student = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    teacher = torch.tensor([[-1.0, -INF, -2.0, -INF]])
+    x = student[0] / 0.5
+    expected = -(x[0] - x.logsumexp(0)) - (x[2] - x[[2, 1, 3]].logsumexp(0))
+    assert torch.allclose(list_mle(student, teacher, None, temperature=0.5), expected)
+
+
+def test_bad_hyperparameters_raise():
+    with pytest.raises(ValueError, match=r"loss\.temperature"):
+        ListMLELoss(temperature=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        list_mle(torch.zeros(1, 2), torch.zeros(1, 2), None, temperature=-1.0)
+
+
+def test_defaults_and_citation():
+    loss = ListMLELoss()
+    assert loss.temperature == 0.05
+    assert "xia2008" in loss.citation

@@ -1,0 +1,55 @@
+"""LM teachers end to end on the fixture with a tiny LM: teacher figures in metrics.json, the cache reused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragdistill.pipeline import train
+
+FAST = [
+    "experiment=fixture_smoke",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "lm=hf",
+    "teacher.num_candidates=4",
+    "teacher.max_passage_tokens=48",
+    "teacher.precision=32-true",
+    "datamodule.group_size=null",
+    "loss=kl",
+    "evaluation.bm25_baseline=false",
+    "+trainer.max_steps=2",
+]
+
+
+@pytest.mark.parametrize("teacher", ["lm_likelihood", "attention"])
+def test_lm_teacher_trains_and_second_run_reuses_the_cache(
+    tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir, teacher
+):
+    overrides = [*FAST, f"teacher={teacher}", f"lm.path={tiny_lm_dir}", f"retriever.path={tiny_encoder_dir}"]
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    cfg = compose_at("config", overrides, first_dir)
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    first, objects = train(cfg)
+    assert first["teacher/cache_shards_scored"] == first["teacher/cache_shards_total"] > 0
+    assert first["teacher/passages"] == 4 * first["train/questions"] + 4 * (
+        len(objects["signals"]) - first["train/questions"]
+    )
+    assert 0 <= first["teacher/top1_gold"] <= 1 and first["runtime/teacher_passages_per_s"] > 0
+    assert 0 <= first["test/gold/recall@5"] <= 1
+    assert (first_dir / "retriever").is_dir()
+
+    overrides.append("evaluate=false")  # the reruns check the cache only
+    cfg = compose_at("config", overrides, second_dir)
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    second, _ = train(cfg)
+    assert second["teacher/cache_shards_reused"] == second["teacher/cache_shards_total"]
+    assert "teacher/passages" not in second  # the LM read nothing
+    assert second["teacher/top1_gold"] == first["teacher/top1_gold"]
+    assert json.loads((second_dir / "metrics.json").read_text())["teacher/cache_shards_scored"] == 0
+
+    cfg = compose_at("config", [*overrides, "teacher.max_target_tokens=8"], tmp_path / "third")
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    third, _ = train(cfg)
+    assert third["teacher/cache_shards_reused"] == 0  # a teacher option changed: rescored
