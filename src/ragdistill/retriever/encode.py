@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +80,7 @@ def encode_texts(
         _Rows([(i, texts[i]) for i in order]), settings.batch_size, shuffle=False, collate_fn=_collate(kind)
     )
     logger.info("Encoding %d %s texts (%s)", len(texts), kind, settings)
-    trainer = pl.Trainer(
-        accelerator=settings.accelerator,
-        devices=1,
-        precision=settings.precision,  # type: ignore[arg-type]
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[RichProgressBar()],
-    )
-    was_training = retriever.training
-    outputs = trainer.predict(retriever, loader)
-    retriever.train(was_training)
+    outputs = run_predict(retriever, loader, settings.accelerator, settings.precision, [RichProgressBar()])
     vectors = np.zeros((len(texts), retriever.embedding_dim), dtype=np.float32)
     for rows, batch_vectors in outputs or []:
         vectors[rows.numpy()] = batch_vectors.numpy()

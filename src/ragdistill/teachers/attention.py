@@ -145,15 +145,8 @@ class AttentionTeacher(LMTeacher):
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
     ) -> list[TeacherSignal]:
         """One signal per question: the reader's attention to each of its K candidates."""
-        usable = [q for q in questions if q.answers] if self.target == "answer" else list(questions)
-        if len(usable) < len(questions):
-            logger.warning(
-                "Attention teacher dropped %d of %d questions without an answer",
-                len(questions) - len(usable),
-                len(questions),
-            )
+        usable, pools = self.judgeable(questions, candidates, needs_answers=self.target == "answer")
         builder = self.builder()
-        pools = [self.pool(q, candidates) for q in usable]
         orders = [self._order(q, len(pool)) for q, pool in zip(usable, pools, strict=True)]
         examples: list[LMExample] = []
         for qi, (question, pool, order) in enumerate(zip(usable, pools, orders, strict=True)):

@@ -72,15 +72,8 @@ class LMLikelihoodTeacher(LMTeacher):
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
     ) -> list[TeacherSignal]:
         """One signal per question: the LM's log-likelihood of the target given each of its K candidates."""
-        usable = [q for q in questions if q.answers] if self.target == "answer" else list(questions)
-        if len(usable) < len(questions):
-            logger.warning(
-                "LM likelihood teacher dropped %d of %d questions without an answer (target=question needs none)",
-                len(questions) - len(usable),
-                len(questions),
-            )
+        usable, pools = self.judgeable(questions, candidates, needs_answers=self.target == "answer")
         builder = self.builder()
-        pools = [self.pool(q, candidates) for q in usable]
         examples: list[LMExample] = []
         for qi, (question, pool) in enumerate(zip(usable, pools, strict=True)):
             target = question.answers[0] if self.target == "answer" else question.text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ragdistill.teachers.lm_inputs import LMExample
+from ragdistill.utils.predict import run_predict
 from ragdistill.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -211,21 +211,9 @@ def run_lm(
         collate_fn=lambda items: collate_examples(items, pad_id, seq2seq),
     )
     rate = PassageRate(description, sum(max(1, len(ex.passage_spans)) for ex in examples))
-    trainer = pl.Trainer(
-        accelerator=settings.accelerator,
-        devices=1,
-        precision=settings.precision,  # type: ignore[arg-type]
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        callbacks=[rate],
-    )
-    was_training = model.training
-    with warnings.catch_warnings():  # our batch sampler yields every index exactly once (no drop_last to set)
-        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-        outputs = trainer.predict(LMPredictor(model, step), loader) or []
-    model.train(was_training)
+    predictor = LMPredictor(model, step)
+    predictor.train(model.training)  # run_predict restores the wrapper's mode, and with it the LM's
+    outputs = run_predict(predictor, loader, settings.accelerator, settings.precision, [rate])
     results: dict[Any, Any] = {}
     for keys, values in outputs:
         for i, key in enumerate(keys):

@@ -72,11 +72,25 @@ class LMTeacher(Teacher):
         add_bos = wrap is None and getattr(tokenizer, "add_bos_token", False)
         return PromptBuilder(tokenizer, self.template, self.limits, wrap, tokenizer.bos_token_id if add_bos else None)
 
-    def pool(self, question: Question, candidates: dict[str, RankedList]) -> list[str]:
-        """The K candidate ids the LM judges for ``question``, in first-stage order."""
-        if question.id not in candidates:
-            raise KeyError(f"no first-stage candidates for training question {question.id!r}")
-        return candidates[question.id].ids[: self.num_candidates]
+    def judgeable(
+        self, questions: list[Question], candidates: dict[str, RankedList], needs_answers: bool
+    ) -> tuple[list[Question], list[list[str]]]:
+        """The questions this teacher can judge and each one's K candidate ids, in first-stage order.
+
+        With ``needs_answers`` (a gold-answer target), questions without an answer are dropped and counted.
+        """
+        usable = [q for q in questions if q.answers] if needs_answers else list(questions)
+        if len(usable) < len(questions):
+            logger.warning(
+                "%s dropped %d of %d questions without an answer (a target that needs none: see its docs)",
+                type(self).__name__,
+                len(questions) - len(usable),
+                len(questions),
+            )
+        missing = [q.id for q in usable if q.id not in candidates]
+        if missing:
+            raise KeyError(f"no first-stage candidates for {len(missing)} training questions, e.g. {missing[:3]}")
+        return usable, [candidates[q.id].ids[: self.num_candidates] for q in usable]
 
     def run(self, examples: list[LMExample], step: StepFn, description: str) -> RunResult:
         """Run ``step`` over ``examples`` with this teacher's batching and precision; keep the throughput."""
