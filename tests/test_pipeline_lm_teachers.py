@@ -53,3 +53,31 @@ def test_lm_teacher_trains_and_second_run_reuses_the_cache(
     cfg.paths.cache_dir = str(tmp_path / "cache")
     third, _ = train(cfg)
     assert third["teacher/cache_shards_reused"] == 0  # a teacher option changed: rescored
+
+
+def test_aar_remines_negatives_with_the_retriever_during_training(tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir):
+    from ragdistill.retriever.hard_negatives import HardNegativeRefresh
+
+    overrides = [
+        *[o for o in FAST if not o.startswith(("teacher.", "loss=", "datamodule.group_size"))],
+        "teacher=aar",
+        f"lm.path={tiny_lm_dir}",
+        f"retriever.path={tiny_encoder_dir}",
+        "teacher.source.num_candidates=4",
+        "teacher.source.precision=32-true",
+        "teacher.refresh_every_n_steps=1",
+        "loss=multi_positive_infonce",
+        "datamodule.positives_per_group=null",
+        "datamodule.group_size=4",
+        "evaluate=false",
+    ]
+    cfg = compose_at("config", overrides, tmp_path / "run")
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    metrics, objects = train(cfg)
+    refresh = next(c for c in objects["trainer"].callbacks if isinstance(c, HardNegativeRefresh))
+    assert refresh.refreshes >= 1
+    before = {s.qid: s for s in objects["signals"]}
+    after = objects["trainer"].datamodule.train_signals
+    assert any(s.candidate_ids != before[s.qid].candidate_ids for s in after)  # negatives were re-mined
+    assert all(s.positive_ids == before[s.qid].positive_ids for s in after)  # positives kept
+    assert 0 <= metrics["teacher/top1_gold"] <= 1

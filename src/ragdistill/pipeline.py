@@ -143,9 +143,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(job_config(cfg), resolve=True))  # type: ignore[arg-type]
     datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
-    trainer: pl.Trainer = _build(
-        cfg, "trainer", logger=loggers or False, callbacks=instantiate_group(cfg.get("callbacks"))
-    )
+    callbacks = instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data)
+    trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
     metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
     with _finalize_loggers_on_failure(loggers):
         with timer("fit"):

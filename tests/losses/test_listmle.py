@@ -62,14 +62,9 @@ def test_in_batch_tail_sits_in_every_normaliser_but_is_never_a_position():
     assert torch.allclose(list_mle(student, teacher, None, temperature=0.5), expected)
 
 
-def test_bad_hyperparameters_raise():
-    with pytest.raises(ValueError, match=r"loss\.temperature"):
-        ListMLELoss(temperature=0.0)
-    with pytest.raises(ValueError, match="temperature"):
-        list_mle(torch.zeros(1, 2), torch.zeros(1, 2), None, temperature=-1.0)
+def test_bad_hyperparameters_raise(check_bad_hyperparameter):
+    check_bad_hyperparameter(ListMLELoss, list_mle, "temperature", 0.0, -1.0)
 
 
-def test_defaults_and_citation():
-    loss = ListMLELoss()
-    assert loss.temperature == 0.05
-    assert "xia2008" in loss.citation
+def test_defaults_and_citation(check_defaults_and_citation):
+    check_defaults_and_citation(ListMLELoss, {"temperature": 0.05}, "xia2008")

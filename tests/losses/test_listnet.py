@@ -46,7 +46,5 @@ def test_bad_hyperparameters_raise():
         ListNetLoss(tau_teacher=-0.5)
 
 
-def test_defaults_and_citation():
-    loss = ListNetLoss()
-    assert (loss.tau_student, loss.tau_teacher) == (0.05, 1.0)
-    assert "cao2007" in loss.citation
+def test_defaults_and_citation(check_defaults_and_citation):
+    check_defaults_and_citation(ListNetLoss, {"tau_student": 0.05, "tau_teacher": 1.0}, "cao2007")

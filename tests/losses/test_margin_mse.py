@@ -82,14 +82,9 @@ def test_module_passes_positives():
     assert torch.allclose(loss, torch.tensor((1.0**2 + 2.0**2) / 2))  # anchor 1 vs columns 0 and 2
 
 
-def test_bad_hyperparameters_raise():
-    with pytest.raises(ValueError, match=r"loss\.student_scale"):
-        MarginMSELoss(student_scale=0.0)
-    with pytest.raises(ValueError, match="student_scale"):
-        margin_mse_loss(torch.zeros(1, 2), torch.zeros(1, 2), None, student_scale=-1.0)
+def test_bad_hyperparameters_raise(check_bad_hyperparameter):
+    check_bad_hyperparameter(MarginMSELoss, margin_mse_loss, "student_scale", 0.0, -1.0)
 
 
-def test_defaults_and_citation():
-    loss = MarginMSELoss()
-    assert loss.student_scale == 20.0
-    assert "2010.02666" in loss.citation
+def test_defaults_and_citation(check_defaults_and_citation):
+    check_defaults_and_citation(MarginMSELoss, {"student_scale": 20.0}, "2010.02666")

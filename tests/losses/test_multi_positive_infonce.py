@@ -102,7 +102,7 @@ def test_bad_hyperparameters_raise():
         multi_positive_info_nce(torch.zeros(1, 2), torch.tensor([[True, False]]), reduction="max")  # type: ignore[arg-type]
 
 
-def test_defaults_and_citation():
-    loss = MultiPositiveInfoNCELoss()
-    assert (loss.temperature, loss.reduction) == (0.05, "mean")
-    assert "2305.17331" in loss.citation and "1912.06430" in loss.citation
+def test_defaults_and_citation(check_defaults_and_citation):
+    check_defaults_and_citation(
+        MultiPositiveInfoNCELoss, {"temperature": 0.05, "reduction": "mean"}, "2305.17331", "1912.06430"
+    )

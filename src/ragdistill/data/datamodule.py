@@ -16,20 +16,26 @@ from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
 logger = logging.getLogger(__name__)
 
 
-def select_group(signal: TeacherSignal, group_size: int | None, rng: random.Random) -> list[int]:
+def select_group(
+    signal: TeacherSignal, group_size: int | None, rng: random.Random, positives_per_group: int | None = 1
+) -> list[int]:
     """Pick which of a signal's K candidates form its training group of at most ``group_size`` (None = all K).
 
-    With positives (gold, AAR, G2R): one positive drawn at random first, then ``group_size - 1`` of the
-    other candidates drawn at random (DPR/Tevatron sample hard negatives from the top of the pool, so
-    each epoch sees different ones). Without positives (pure distillation): the first ``group_size``
-    candidates the teacher has an opinion on, in first-stage order.
+    With positives (gold, AAR, G2R): ``positives_per_group`` positives drawn at random first (None = all,
+    for multi-positive losses), then negatives drawn at random to fill the group (DPR/Tevatron sample hard
+    negatives from the top of the pool, so each epoch sees different ones); a group keeps room for at least
+    one negative. Without positives (pure distillation): the first ``group_size`` candidates the teacher
+    has an opinion on, in first-stage order.
     """
     group_size = group_size or len(signal.candidate_ids)
     positive = signal.positive_mask
     if positive.any():
-        first = rng.choice([i for i, p in enumerate(positive) if p])
+        positives = [i for i, p in enumerate(positive) if p]
+        take = len(positives) if positives_per_group is None else positives_per_group
+        count = max(1, min(take, len(positives), group_size - 1))
+        chosen = [rng.choice(positives)] if count == 1 else rng.sample(positives, count)
         others = [i for i, p in enumerate(positive) if not p]
-        return [first, *rng.sample(others, min(group_size - 1, len(others)))]
+        return [*chosen, *rng.sample(others, min(group_size - len(chosen), len(others)))]
     judged = [i for i, s in enumerate(signal.scores) if s > float("-inf")]
     return judged[:group_size]
 
@@ -42,7 +48,14 @@ class SignalDataset(Dataset):
     validation stays at epoch 0 (fixed negatives, comparable ``val/loss`` across epochs).
     """
 
-    def __init__(self, signals: list[TeacherSignal], data: RetrievalData, group_size: int | None, seed: int) -> None:
+    def __init__(
+        self,
+        signals: list[TeacherSignal],
+        data: RetrievalData,
+        group_size: int | None,
+        seed: int,
+        positives_per_group: int | None = 1,
+    ) -> None:
         questions: dict[str, Question] = {q.id: q for q in data.train}
         unknown = [s.qid for s in signals if s.qid not in questions]
         if unknown:
@@ -51,6 +64,7 @@ class SignalDataset(Dataset):
         self.questions = questions
         self.data = data
         self.group_size = group_size
+        self.positives_per_group = positives_per_group
         self.seed = seed
         self.epoch = 0
 
@@ -60,7 +74,7 @@ class SignalDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         signal = self.signals[index]
         rng = random.Random(f"{self.seed}:{self.epoch}:{signal.qid}")
-        chosen = select_group(signal, self.group_size, rng)
+        chosen = select_group(signal, self.group_size, rng, self.positives_per_group)
         positive = signal.positive_mask
         pids = [signal.candidate_ids[i] for i in chosen]
         return {
@@ -121,6 +135,8 @@ class DistillationDataModule(pl.LightningDataModule):
         batch_size: Questions per batch (each brings ``group_size`` passages).
         group_size: Passages per question: 1 positive + hard negatives, or the top distillation candidates;
             ``None`` = all K candidates of each signal.
+        positives_per_group: Positives per group for teachers that mark several (AAR): 1 for single-positive
+            losses (InfoNCE), ``None`` = all for ``multi_positive_infonce``.
         val_size: Signals held out (chosen at random with ``seed``) for ``val/loss`` and ``val/acc@1``.
         num_workers: DataLoader workers (0 keeps runs bit-reproducible on CPU).
         seed: Seed for the split, the shuffling and the negative sampling.
@@ -132,6 +148,7 @@ class DistillationDataModule(pl.LightningDataModule):
         data: RetrievalData,
         batch_size: int = 16,
         group_size: int | None = 2,
+        positives_per_group: int | None = 1,
         val_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
@@ -150,6 +167,7 @@ class DistillationDataModule(pl.LightningDataModule):
         self.data = data
         self.batch_size = batch_size
         self.group_size = group_size
+        self.positives_per_group = positives_per_group
         self.num_workers = num_workers
         self.seed = seed
         logger.info(
@@ -162,7 +180,7 @@ class DistillationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches: a new reproducible order and new negatives each epoch."""
-        dataset = SignalDataset(self.train_signals, self.data, self.group_size, self.seed)
+        dataset = SignalDataset(self.train_signals, self.data, self.group_size, self.seed, self.positives_per_group)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -175,7 +193,7 @@ class DistillationDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """The held-out signals in a fixed order with fixed negatives."""
         return DataLoader(
-            SignalDataset(self.val_signals, self.data, self.group_size, self.seed),
+            SignalDataset(self.val_signals, self.data, self.group_size, self.seed, self.positives_per_group),
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=collate_groups,

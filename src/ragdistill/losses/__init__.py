@@ -1,9 +1,10 @@
 """Retriever losses: plain functions of score tensors plus thin modules holding hyperparameters.
 
-Every loss module's ``forward(student_scores, teacher_scores, mask, positive_mask)`` takes ``[B, N]``
-tensors built from teacher signals and knows nothing about which teacher made them.
+Every loss module is a ``ScoreLoss``: its ``forward(student_scores, teacher_scores, mask, positive_mask)``
+takes ``[B, N]`` tensors built from teacher signals and knows nothing about which teacher made them.
 """
 
+from ragdistill.losses.base import ScoreLoss
 from ragdistill.losses.infonce import InfoNCELoss, info_nce
 from ragdistill.losses.kl import KLDistillLoss, kl_distill
 from ragdistill.losses.listmle import ListMLELoss, list_mle
@@ -21,6 +22,7 @@ __all__ = [
     "MarginMSELoss",
     "MultiPositiveInfoNCELoss",
     "RankNetLoss",
+    "ScoreLoss",
     "WeightedSumLoss",
     "info_nce",
     "kl_distill",

@@ -1,4 +1,4 @@
-"""Shape checks shared by every loss, so a bad batch fails with one clear message."""
+"""Checks shared by every loss, so a bad batch or hyperparameter fails with one clear message."""
 
 from __future__ import annotations
 
@@ -19,3 +19,18 @@ def check_score_shapes(student_scores: Tensor, **others: Tensor | None) -> None:
             raise ValueError(
                 f"{name} has shape {tuple(tensor.shape)}, expected {tuple(student_scores.shape)} like student_scores"
             )
+
+
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` unless the hyperparameter ``name`` (a temperature, a scale) is not ``> 0``.
+
+    Args:
+        name: What the error names: ``"tau_student"`` in a function, ``"loss.tau_student"`` in a module.
+        value: The hyperparameter; NaN is rejected too.
+
+    Raises:
+        ValueError: ``value`` is not a positive number.
+    """
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value

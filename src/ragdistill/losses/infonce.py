@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ragdistill.losses.checks import check_score_shapes
+from ragdistill.losses.base import LossInputs, TemperatureLoss
+from ragdistill.losses.checks import check_positive, check_score_shapes
+from ragdistill.losses.masking import resolve_mask
 
 
 def info_nce(
@@ -32,9 +34,8 @@ def info_nce(
         ValueError: Bad shapes, or a row without exactly one positive (use ``multi_positive_infonce``).
     """
     check_score_shapes(student_scores, positive_mask=positive_mask, mask=mask)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    mask = torch.ones_like(positive_mask, dtype=torch.bool) if mask is None else mask.bool()
+    check_positive("temperature", temperature)
+    mask = resolve_mask(mask, student_scores)
     positives = positive_mask.bool() & mask
     per_row = positives.sum(dim=1)
     if not torch.all(per_row == 1):
@@ -48,7 +49,7 @@ def info_nce(
     return nn.functional.cross_entropy(logits, target)
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(TemperatureLoss):
     """Contrastive loss with one positive per question against hard and in-batch negatives.
 
     Args:
@@ -63,20 +64,6 @@ class InfoNCELoss(nn.Module):
   author={Karpukhin, Vladimir and O{\\u{g}}uz, Barlas and Min, Sewon and others},
   booktitle={EMNLP}, year={2020}, note={arXiv:2004.04906}}"""
 
-    def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"loss.temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor | None = None,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar InfoNCE loss (``teacher_scores`` is unused: only positives matter)."""
-        if positive_mask is None:
-            raise ValueError("InfoNCELoss needs positive_mask (the teacher marked no positives)")
-        return info_nce(student_scores, positive_mask, mask, temperature=self.temperature)
+        return info_nce(inputs.student_scores, inputs.positives, inputs.mask, temperature=self.temperature)

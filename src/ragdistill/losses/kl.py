@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ragdistill.losses.checks import check_score_shapes
-from ragdistill.losses.masking import check_temperature, mean_over_rows, resolve_mask, soft_distributions
+from ragdistill.losses.base import LossInputs, SoftTargetLoss
+from ragdistill.losses.masking import mean_over_rows, soft_distributions
 
 
 def kl_distill(
@@ -35,10 +35,6 @@ def kl_distill(
     Raises:
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
-    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
-    check_temperature("tau_student", tau_student)
-    check_temperature("tau_teacher", tau_teacher)
-    mask = resolve_mask(mask, student_scores)
     log_p_s, p_t, valid = soft_distributions(
         student_scores, teacher_scores, mask, tau_student=tau_student, tau_teacher=tau_teacher
     )
@@ -47,7 +43,7 @@ def kl_distill(
     return mean_over_rows(per_row, valid)
 
 
-class KLDistillLoss(nn.Module):
+class KLDistillLoss(SoftTargetLoss):
     """Distil the teacher's distribution over each question's candidates into the student's softmax.
 
     Args:
@@ -80,21 +76,6 @@ class KLDistillLoss(nn.Module):
     and Zettlemoyer, Luke and Yih, Wen-tau},
   journal={arXiv preprint arXiv:2301.12652}, year={2023}}"""
 
-    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0) -> None:
-        super().__init__()
-        check_temperature("loss.tau_student", tau_student)
-        check_temperature("loss.tau_teacher", tau_teacher)
-        self.tau_student = tau_student
-        self.tau_teacher = tau_teacher
-
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar KL loss (``positive_mask`` is unused: the teacher's scores say everything)."""
-        return kl_distill(
-            student_scores, teacher_scores, mask, tau_student=self.tau_student, tau_teacher=self.tau_teacher
-        )
+        return kl_distill(inputs.student_scores, inputs.teacher, inputs.mask, **self.temperatures)

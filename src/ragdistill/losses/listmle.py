@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ragdistill.losses.checks import check_score_shapes
-from ragdistill.losses.masking import as_float, check_temperature, judged_columns, mean_over_rows, resolve_mask
+from ragdistill.losses.base import LossInputs, TemperatureLoss
+from ragdistill.losses.masking import mean_over_rows, ranking_inputs
 
 
 def list_mle(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, temperature: float) -> Tensor:
@@ -36,12 +36,7 @@ def list_mle(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None
     Raises:
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
-    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
-    check_temperature("temperature", temperature)
-    mask = resolve_mask(mask, student_scores)
-    judged = judged_columns(teacher_scores, mask)  # [B, N]
-    logits = torch.where(mask, as_float(student_scores) / temperature, 0.0)  # [B, N]
-    teacher = teacher_scores.detach().to(logits.dtype)  # [B, N]
+    logits, teacher, mask, judged = ranking_inputs(student_scores, teacher_scores, mask, temperature=temperature)
     # Sort key: excluded columns first (+inf), so they sit in no judged position's suffix; then the judged
     # columns by teacher score; then the in-batch tail (-inf), which sits in every judged suffix.
     key = torch.where(judged, teacher, torch.where(mask, float("-inf"), float("inf")))  # [B, N]
@@ -54,7 +49,7 @@ def list_mle(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None
     return mean_over_rows(per_row, judged.any(dim=1))
 
 
-class ListMLELoss(nn.Module):
+class ListMLELoss(TemperatureLoss):
     """Maximise the likelihood of the teacher's ranking of the candidates under a Plackett–Luce student.
 
     Args:
@@ -74,17 +69,6 @@ class ListMLELoss(nn.Module):
   author={Xia, Fen and Liu, Tie-Yan and Wang, Jue and Zhang, Wensheng and Li, Hang},
   booktitle={ICML}, pages={1192--1199}, year={2008}}"""
 
-    def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__()
-        check_temperature("loss.temperature", temperature)
-        self.temperature = temperature
-
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar ListMLE loss (``positive_mask`` is unused)."""
-        return list_mle(student_scores, teacher_scores, mask, temperature=self.temperature)
+        return list_mle(inputs.student_scores, inputs.teacher, inputs.mask, temperature=self.temperature)

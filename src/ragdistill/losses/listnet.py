@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ragdistill.losses.checks import check_score_shapes
-from ragdistill.losses.masking import check_temperature, mean_over_rows, resolve_mask, soft_distributions
+from ragdistill.losses.base import LossInputs, SoftTargetLoss
+from ragdistill.losses.masking import mean_over_rows, soft_distributions
 
 
 def list_net(
@@ -35,10 +35,6 @@ def list_net(
     Raises:
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
-    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
-    check_temperature("tau_student", tau_student)
-    check_temperature("tau_teacher", tau_teacher)
-    mask = resolve_mask(mask, student_scores)
     log_p_s, p_t, valid = soft_distributions(
         student_scores, teacher_scores, mask, tau_student=tau_student, tau_teacher=tau_teacher
     )
@@ -46,7 +42,7 @@ def list_net(
     return mean_over_rows(per_row, valid)
 
 
-class ListNetLoss(nn.Module):
+class ListNetLoss(SoftTargetLoss):
     """Train the student's top-one probabilities on the teacher's (listwise learning to rank).
 
     Args:
@@ -65,21 +61,6 @@ class ListNetLoss(nn.Module):
   author={Cao, Zhe and Qin, Tao and Liu, Tie-Yan and Tsai, Ming-Feng and Li, Hang},
   booktitle={ICML}, pages={129--136}, year={2007}}"""
 
-    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0) -> None:
-        super().__init__()
-        check_temperature("loss.tau_student", tau_student)
-        check_temperature("loss.tau_teacher", tau_teacher)
-        self.tau_student = tau_student
-        self.tau_teacher = tau_teacher
-
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar ListNet loss (``positive_mask`` is unused)."""
-        return list_net(
-            student_scores, teacher_scores, mask, tau_student=self.tau_student, tau_teacher=self.tau_teacher
-        )
+        return list_net(inputs.student_scores, inputs.teacher, inputs.mask, **self.temperatures)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ragdistill.losses.checks import check_score_shapes
+from ragdistill.losses.base import LossInputs, ScoreLoss
+from ragdistill.losses.checks import check_positive, check_score_shapes
 from ragdistill.losses.masking import as_float, judged_columns, mean_over_rows, resolve_mask
 
 
@@ -44,8 +45,7 @@ def margin_mse_loss(
         ValueError: Bad shapes, ``student_scale <= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
     check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask, positive_mask=positive_mask)
-    if not student_scale > 0:
-        raise ValueError(f"student_scale must be > 0, got {student_scale}")
+    check_positive("student_scale", student_scale)
     mask = resolve_mask(mask, student_scores)
     judged = judged_columns(teacher_scores, mask)  # [B, N]
     student = torch.where(judged, as_float(student_scores), 0.0)  # [B, N]
@@ -64,7 +64,7 @@ def margin_mse_loss(
     return mean_over_rows(per_row, counts > 0)
 
 
-class MarginMSELoss(nn.Module):
+class MarginMSELoss(ScoreLoss):
     """Distil the teacher's score margins between each positive and the other judged candidates.
 
     Args:
@@ -89,16 +89,10 @@ class MarginMSELoss(nn.Module):
 
     def __init__(self, student_scale: float = 20.0) -> None:
         super().__init__()
-        if not student_scale > 0:
-            raise ValueError(f"loss.student_scale must be > 0, got {student_scale}")
-        self.student_scale = student_scale
+        self.student_scale = check_positive("loss.student_scale", student_scale)
 
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar Margin-MSE loss; rows without a positive anchor on their teacher-top candidate."""
-        return margin_mse_loss(student_scores, teacher_scores, mask, positive_mask, student_scale=self.student_scale)
+        return margin_mse_loss(
+            inputs.student_scores, inputs.teacher, inputs.mask, inputs.positive_mask, student_scale=self.student_scale
+        )

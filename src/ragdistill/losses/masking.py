@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ragdistill.losses.checks import check_positive, check_score_shapes
+
 
 def as_float(scores: Tensor) -> Tensor:
     """Return ``scores`` as float32 or wider: bf16/fp16 similarities would tie close hard negatives."""
@@ -19,12 +21,6 @@ def as_float(scores: Tensor) -> Tensor:
 def resolve_mask(mask: Tensor | None, like: Tensor) -> Tensor:
     """Return ``mask`` as bool, or all True with the shape of ``like`` when ``mask`` is ``None``."""
     return torch.ones_like(like, dtype=torch.bool) if mask is None else mask.bool()
-
-
-def check_temperature(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless the hyperparameter ``name`` is a positive number."""
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def judged_columns(teacher_scores: Tensor, mask: Tensor) -> Tensor:
@@ -79,10 +75,48 @@ def mean_over_rows(per_row: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, per_row, 0.0).sum() / valid.sum().clamp(min=1)
 
 
+def tempered_logits(student_scores: Tensor, mask: Tensor, temperature: float) -> Tensor:
+    """Return ``s/τ`` in float32 or wider inside the mask and 0 outside, so garbage there stays out of the graph.
+
+    Shapes:
+        student_scores, mask, returned tensor: ``[B, N]``.
+    """
+    return torch.where(mask, as_float(student_scores) / temperature, 0.0)
+
+
+def ranking_inputs(
+    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, temperature: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Check the inputs of a loss on the teacher's order (ListMLE, RankNet) and return what it ranks.
+
+    Args:
+        student_scores: Student similarities.
+        teacher_scores: Teacher scores, detached here; ``-inf`` inside the mask = in-batch negative.
+        mask: True where a column takes part; ``None`` = all columns.
+        temperature: τ dividing the student scores.
+
+    Shapes:
+        student_scores, teacher_scores, mask: ``[B, N]``.
+
+    Returns:
+        ``(logits, teacher, mask, judged)``, all ``[B, N]``: ``s/τ`` inside the mask and 0 outside; the detached
+        teacher scores in the logits' dtype; the mask as bool; the judged columns (``judged_columns``).
+
+    Raises:
+        ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
+    """
+    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
+    check_positive("temperature", temperature)
+    mask = resolve_mask(mask, student_scores)
+    judged = judged_columns(teacher_scores, mask)
+    logits = tempered_logits(student_scores, mask, temperature)
+    return logits, teacher_scores.detach().to(logits.dtype), mask, judged
+
+
 def soft_distributions(
-    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor, *, tau_student: float, tau_teacher: float
+    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, tau_student: float, tau_teacher: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Return the student and teacher distributions over each row's columns, for the soft-target losses.
+    """Check the inputs of a soft-target loss (KL, ListNet) and return the student's and teacher's distributions.
 
     ``p_s = softmax(s/τ_s)`` over every column in the mask; ``p_t = softmax(t/τ_t)`` over the judged
     columns, so an in-batch (``-inf``) column has teacher probability exactly 0.
@@ -90,7 +124,7 @@ def soft_distributions(
     Args:
         student_scores: Student similarities.
         teacher_scores: Teacher scores, detached here; ``-inf`` inside the mask = in-batch negative.
-        mask: Bool, True where a column takes part.
+        mask: True where a column takes part; ``None`` = all columns.
         tau_student: τ_s dividing the student scores.
         tau_teacher: τ_t dividing the teacher scores.
 
@@ -100,7 +134,14 @@ def soft_distributions(
     Returns:
         ``(log_p_s, p_t, valid)``: ``[B, N]`` tensors, 0 outside the mask (``p_t`` also 0 on in-batch
         columns), and ``[B]`` bool, True on rows with at least one judged column.
+
+    Raises:
+        ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
+    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
+    check_positive("tau_student", tau_student)
+    check_positive("tau_teacher", tau_teacher)
+    mask = resolve_mask(mask, student_scores)
     logits = as_float(student_scores)  # [B, N]
     judged = judged_columns(teacher_scores, mask)  # [B, N]
     teacher = teacher_scores.detach().to(logits.dtype)  # [B, N]

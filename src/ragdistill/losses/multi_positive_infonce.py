@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ragdistill.losses.checks import check_score_shapes
-from ragdistill.losses.masking import as_float, check_temperature, resolve_mask
+from ragdistill.losses.base import LossInputs, TemperatureLoss
+from ragdistill.losses.checks import check_positive, check_score_shapes
+from ragdistill.losses.masking import resolve_mask, tempered_logits
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS = ("mean", "sum")
+
+
+def check_reduction(name: str, reduction: str) -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``REDUCTIONS``; ``name`` is what the error names."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{name} must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def multi_positive_info_nce(
@@ -49,9 +56,8 @@ def multi_positive_info_nce(
             inside the mask.
     """
     check_score_shapes(student_scores, positive_mask=positive_mask, mask=mask)
-    check_temperature("temperature", temperature)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_positive("temperature", temperature)
+    check_reduction("reduction", reduction)
     mask = resolve_mask(mask, student_scores)
     positives = positive_mask.bool() & mask  # [B, N]
     per_row = positives.sum(dim=1)  # [B]
@@ -62,7 +68,7 @@ def multi_positive_info_nce(
             "A teacher without positives needs a distillation loss (kl, listnet, listmle, ranknet, margin_mse)."
         )
     negatives = mask & ~positives  # [B, N]
-    logits = torch.where(mask, as_float(student_scores) / temperature, 0.0)  # [B, N]
+    logits = tempered_logits(student_scores, mask, temperature)  # [B, N]
     if reduction == "sum":
         positive_lse = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)  # [B]
         all_lse = logits.masked_fill(~mask, float("-inf")).logsumexp(dim=1)  # [B]
@@ -75,7 +81,7 @@ def multi_positive_info_nce(
     return (torch.where(positives, per_positive, 0.0).sum(dim=1) / per_row).mean()
 
 
-class MultiPositiveInfoNCELoss(nn.Module):
+class MultiPositiveInfoNCELoss(TemperatureLoss):
     """Contrastive loss for questions with one or more positives against hard and in-batch negatives.
 
     Args:
@@ -103,23 +109,12 @@ class MultiPositiveInfoNCELoss(nn.Module):
   booktitle={CVPR}, year={2020}, note={arXiv:1912.06430}}"""
 
     def __init__(self, temperature: float = 0.05, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        check_temperature("loss.temperature", temperature)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"loss.reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.temperature = temperature
+        super().__init__(temperature)
+        check_reduction("loss.reduction", reduction)
         self.reduction: Reduction = reduction
 
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor | None = None,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar loss (``teacher_scores`` is unused: only the positives matter)."""
-        if positive_mask is None:
-            raise ValueError("MultiPositiveInfoNCELoss needs positive_mask (the teacher marked no positives)")
         return multi_positive_info_nce(
-            student_scores, positive_mask, mask, temperature=self.temperature, reduction=self.reduction
+            inputs.student_scores, inputs.positives, inputs.mask, temperature=self.temperature, reduction=self.reduction
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ragdistill.losses.checks import check_score_shapes
-from ragdistill.losses.masking import as_float, check_temperature, judged_columns, mean_over_rows, resolve_mask
+from ragdistill.losses.base import LossInputs, TemperatureLoss
+from ragdistill.losses.masking import mean_over_rows, ranking_inputs
 
 
 def rank_net(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, temperature: float) -> Tensor:
@@ -35,12 +35,8 @@ def rank_net(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None
     Raises:
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
-    check_score_shapes(student_scores, teacher_scores=teacher_scores, mask=mask)
-    check_temperature("temperature", temperature)
-    mask = resolve_mask(mask, student_scores)
-    judged = judged_columns(teacher_scores, mask)  # [B, N]
-    logits = torch.where(mask, as_float(student_scores) / temperature, 0.0)  # [B, N]
-    teacher = torch.where(judged, teacher_scores.detach().to(logits.dtype), float("-inf"))  # [B, N]
+    logits, teacher, mask, judged = ranking_inputs(student_scores, teacher_scores, mask, temperature=temperature)
+    teacher = torch.where(judged, teacher, float("-inf"))  # [B, N]
     both = mask[:, :, None] & mask[:, None, :]  # [B, N, N]
     pairs = both & (teacher[:, :, None] > teacher[:, None, :])  # [B, N, N]; -inf > -inf is False: no pair
     margins = torch.where(pairs, logits[:, :, None] - logits[:, None, :], 0.0)  # [B, N, N]
@@ -50,7 +46,7 @@ def rank_net(student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None
     return mean_over_rows(per_row, counts > 0)
 
 
-class RankNetLoss(nn.Module):
+class RankNetLoss(TemperatureLoss):
     """Teach the student every pairwise preference of the teacher with a logistic loss.
 
     Args:
@@ -71,17 +67,6 @@ class RankNetLoss(nn.Module):
     and Hullender, Greg},
   booktitle={ICML}, pages={89--96}, year={2005}}"""
 
-    def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__()
-        check_temperature("loss.temperature", temperature)
-        self.temperature = temperature
-
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar RankNet loss (``positive_mask`` is unused)."""
-        return rank_net(student_scores, teacher_scores, mask, temperature=self.temperature)
+        return rank_net(inputs.student_scores, inputs.teacher, inputs.mask, temperature=self.temperature)

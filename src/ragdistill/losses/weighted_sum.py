@@ -8,8 +8,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ragdistill.losses.base import LossInputs, ScoreLoss
 
-class WeightedSumLoss(nn.Module):
+
+class WeightedSumLoss(ScoreLoss):
     """Add several losses with fixed weights, keeping each one's value for logging.
 
     Formula: ``L = Σ_k w_k · L_k(student_scores, teacher_scores, mask, positive_mask)``.
@@ -57,14 +59,9 @@ class WeightedSumLoss(nn.Module):
         self.weights = {str(name): float(weights[name]) for name in losses}
         self.components: dict[str, Tensor] = {}
 
-    def forward(
-        self,
-        student_scores: Tensor,
-        teacher_scores: Tensor,
-        mask: Tensor | None = None,
-        positive_mask: Tensor | None = None,
-    ) -> Tensor:
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return ``Σ_k w_k · L_k`` and set ``self.components`` to the detached ``L_k``."""
-        values = {name: loss(student_scores, teacher_scores, mask, positive_mask) for name, loss in self.losses.items()}
+        tensors = (inputs.student_scores, inputs.teacher_scores, inputs.mask, inputs.positive_mask)
+        values = {name: loss(*tensors) for name, loss in self.losses.items()}
         self.components = {name: value.detach() for name, value in values.items()}
         return torch.stack([self.weights[name] * value for name, value in values.items()]).sum()

@@ -48,11 +48,13 @@ class EncodeSettings:
         precision: Lightning precision; ``bf16-mixed`` runs matmuls in bfloat16 (1.74× the float32
             throughput on SQuAD paragraphs on these CPUs, cosine to float32 vectors >= 0.99997; see
             benchmarks/precision.py); ``32-true`` for exact float32.
+        progress: Show a progress bar (off inside training, where Lightning's bar is already live).
     """
 
     batch_size: int = 64
     accelerator: str = "auto"
     precision: str | None = "bf16-mixed"
+    progress: bool = True
 
 
 DEFAULT_ENCODING = EncodeSettings()
@@ -80,7 +82,8 @@ def encode_texts(
         _Rows([(i, texts[i]) for i in order]), settings.batch_size, shuffle=False, collate_fn=_collate(kind)
     )
     logger.info("Encoding %d %s texts (%s)", len(texts), kind, settings)
-    outputs = run_predict(retriever, loader, settings.accelerator, settings.precision, [RichProgressBar()])
+    bar = [RichProgressBar()] if settings.progress else []
+    outputs = run_predict(retriever, loader, settings.accelerator, settings.precision, bar)
     vectors = np.zeros((len(texts), retriever.embedding_dim), dtype=np.float32)
     for rows, batch_vectors in outputs or []:
         vectors[rows.numpy()] = batch_vectors.numpy()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from pytorch_lightning.callbacks import Callback
+
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.teachers.signal import TeacherSignal
@@ -26,6 +28,10 @@ class Teacher(ABC):
     def metrics(self) -> dict[str, float]:
         """Figures about the last scoring (e.g. ``teacher/passages``) for metrics.json; none by default."""
         return {}
+
+    def training_callbacks(self, data: RetrievalData) -> list[Callback]:
+        """Callbacks the teacher's recipe needs during training (e.g. AAR's hard-negative refresh); none by default."""
+        return []
 
     def cache_identity(self) -> dict[str, str]:
         """What identifies this teacher's models beyond its config (e.g. the LM's weights), for the signal cache."""

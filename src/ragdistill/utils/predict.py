@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ def run_predict(
     loader: DataLoader,
     accelerator: str,
     precision: str | None,
-    callbacks: list[Callback],
+    callbacks: Sequence[Callback],
 ) -> list[Any]:
     """Return ``module``'s ``predict_step`` outputs over ``loader`` on one device; the module's train/eval mode is kept.
 
@@ -31,7 +32,7 @@ def run_predict(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks),
-        callbacks=callbacks,
+        callbacks=list(callbacks),
     )
     was_training = module.training
     try:
