@@ -40,3 +40,9 @@ def test_unimportable_target(compose_cfg):
     cfg = compose_cfg("config", ["loss._target_=ragdistill.losses.nope.Missing"])
     with pytest.raises(ConfigError, match="cannot be imported"):
         check_config(cfg)
+
+
+def test_objects_inside_a_dict_argument_are_checked(compose_cfg):
+    cfg = compose_cfg("config", ["loss=kl_infonce", "+loss.losses.kl.tau_studnt=0.1"])  # `+` gets past Hydra
+    with pytest.raises(ConfigError, match=r"loss\.losses\.kl\.tau_studnt.*valid keys"):
+        check_config(cfg)

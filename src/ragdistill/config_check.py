@@ -90,6 +90,10 @@ def check_node(node: DictConfig, path: str) -> None:
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(value, child_path)
             continue
+        if isinstance(value, DictConfig):  # a dict of objects, e.g. a weighted sum's losses
+            for entry_key, entry in value.items():
+                if isinstance(entry, DictConfig) and "_target_" in entry:
+                    check_node(entry, f"{child_path}.{entry_key!s}")
         if value == "???" or (isinstance(value, DictConfig | ListConfig) and key not in hints):
             continue
         hint = hints.get(key)

@@ -1,0 +1,100 @@
+"""Which attention-teacher variant to pick: how often each one's top-1 candidate is the gold paragraph.
+
+Teacher quality only (no training): the same SQuAD-open training questions and BM25 top-K candidates,
+scored by the packaged SmolLM2-135M-Instruct as the reader under each aggregation variant, next to the
+LM-likelihood teacher and chance:
+
+    python benchmarks/attention_variants.py                    # 32 questions x K=10
+    python benchmarks/attention_variants.py --questions 100
+
+Writes ``benchmarks/results/attention_variants.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.squad import load_squad_open
+from ragdistill.evaluation.teacher_quality import teacher_quality
+from ragdistill.models.lm import LanguageModel
+from ragdistill.teachers.attention import AttentionTeacher
+from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
+from ragdistill.utils.quiet import quiet_third_party
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_THIRD = list(range(-10, 0))  # SmolLM2 has 30 layers
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "α·‖v‖, all layers, all answer tokens, sum (default)": {},
+    "α (no value norm)": {"value_norm": False},
+    "pre-softmax q·k": {"pre_softmax": True, "value_norm": False},
+    "first answer token only": {"first_token_only": True},
+    "top third of layers (20-29)": {"layers": TOP_THIRD},
+    "middle third of layers (10-19)": {"layers": list(range(10, 20))},
+    "mean over passage tokens": {"passage_reduction": "mean"},
+    "passages shuffled": {"shuffle_passages": True},
+    "reader's generated answer": {"target": "generated"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+    quiet_third_party()
+    torch.manual_seed(0)
+    data = load_squad_open(n_train=args.questions, n_eval=0, corpus_size=5000)
+    questions = data.train
+    candidates = BM25Candidates(k=args.k).fit(data.corpus).retrieve(questions)
+    lm = LanguageModel(cache_dir=str(ROOT / ".cache" / "ragdistill"))
+    teachers: dict[str, Teacher] = {
+        f"attention: {name}": AttentionTeacher(lm, num_candidates=args.k, **options)
+        for name, options in VARIANTS.items()
+    }
+    teachers["lm_likelihood (answer)"] = LMLikelihoodTeacher(lm, num_candidates=args.k)
+    teachers["lm_likelihood (query likelihood)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="question")
+    rows = []
+    chance = 0.0
+    for name, teacher in teachers.items():
+        start = time.perf_counter()
+        signals = teacher.score(questions, candidates, data)
+        seconds = time.perf_counter() - start
+        quality = teacher_quality(signals, questions, data)
+        chance = quality.get("teacher/random_top1_gold", chance)
+        rows.append(
+            f"| {name} | {quality.get('teacher/top1_gold', float('nan')):.3f} | "
+            f"{quality.get('teacher/top1_answer', float('nan')):.3f} | {quality['teacher/entropy']:.2f} | "
+            f"{len(signals)} | {len(signals) * args.k / seconds:.1f} |"
+        )
+    report = "\n".join(
+        [
+            "# Attention-teacher variants: teacher quality (SmolLM2-135M-Instruct reader)",
+            "",
+            f"Command: `python benchmarks/attention_variants.py --questions {args.questions} --k {args.k}` "
+            f"({len(questions)} SQuAD training questions, BM25 top-{args.k} from a 5,000-paragraph SQuAD-open "
+            f"slice holding every gold paragraph; {torch.get_num_threads()} CPU threads, bf16 autocast).",
+            "",
+            "| teacher | top-1 is gold | top-1 has answer | entropy (nats) | questions | passages/s |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            f"| chance (a random judged candidate) | {chance:.3f} | | | | |",
+            "",
+            "top-1 is gold: among questions whose K candidates hold the gold paragraph. Entropy of softmax(score)",
+            "at temperature 1 (what `loss=kl` with `tau_teacher=1` distils).",
+        ]
+    )
+    out = ROOT / "benchmarks" / "results" / "attention_variants.md"
+    out.write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
