@@ -17,3 +17,9 @@ def tiny_llama(bert_tokenizer, build_tiny_llama) -> LanguageModel:
 def tiny_t5(bert_tokenizer, build_tiny_t5) -> LanguageModel:
     """2 encoder and 2 decoder layers, 32 wide: the encoder-decoder case of every teacher."""
     return LanguageModel.from_objects(build_tiny_t5(bert_tokenizer), bert_tokenizer, name="tiny-t5")
+
+
+@pytest.fixture(scope="session")
+def packaged_smollm2(tmp_path_factory) -> LanguageModel:
+    """The packaged SmolLM2-135M-Instruct, converted once per test session (slow tests only)."""
+    return LanguageModel(cache_dir=str(tmp_path_factory.mktemp("lm_cache")))

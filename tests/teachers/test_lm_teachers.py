@@ -9,6 +9,7 @@ from ragdistill.candidates.base import RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.fixture import load_fixture
 from ragdistill.data.schemas import Question
+from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
 
@@ -121,23 +122,17 @@ def test_bad_options_raise(tiny_llama):
         LMLikelihoodTeacher(tiny_llama, prompt={"passage": "no field"})
 
 
-def _gold_first(signals, questions):
-    gold = {q.id: set(q.gold_ids) for q in questions}
-    judged = [s for s in signals if gold[s.qid] & set(s.candidate_ids)]
-    hits = sum(s.candidate_ids[int(np.argmax(s.scores))] in gold[s.qid] for s in judged)
-    return hits, len(judged)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher_class", [LMLikelihoodTeacher, AttentionTeacher])
-def test_packaged_smollm2_prefers_the_gold_paragraph(tmp_path, setting, teacher_class):
+def test_packaged_smollm2_prefers_the_gold_paragraph(packaged_smollm2, setting, teacher_class):
     """The sign on real data: SmolLM2's top candidate is the gold paragraph far more often than chance (1/K)."""
-    from ragdistill.models.lm import LanguageModel
-
     data, _, _ = setting
     questions = data.train[:12]
     candidates = BM25Candidates(k=10).fit(data.corpus).retrieve(questions)
-    teacher = teacher_class(LanguageModel(cache_dir=str(tmp_path / "cache")), num_candidates=5)
-    hits, judged = _gold_first(teacher.score(questions, candidates, data), questions)
-    assert judged >= 8
-    assert hits / judged >= 0.5, f"{teacher_class.__name__}: gold first in {hits}/{judged}"
+    teacher = teacher_class(packaged_smollm2, num_candidates=5)
+    quality = teacher_quality(teacher.score(questions, candidates, data), questions, data)
+    assert quality["teacher/gold_in_pool"] >= 0.75
+    # likelihood: 0.91 on 24 SQuAD-open questions at K=10 (benchmarks/results/teacher_scoring.md); the
+    # attention teacher is weaker but must beat chance clearly
+    floor = 0.6 if teacher_class is LMLikelihoodTeacher else quality["teacher/random_top1_gold"] + 0.15
+    assert quality["teacher/top1_gold"] >= floor, quality
