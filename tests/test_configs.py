@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ragdistill.cli import CONFIG_PATH
+from ragdistill.config_check import check_config
 from ragdistill.data.fixture import fixture_dir
 
 CONF = Path(CONFIG_PATH)
@@ -105,6 +106,7 @@ def test_experiment_files_compose_and_resolve(compose_cfg, option):
             OmegaConf.to_container(OmegaConf.create({key: cfg[key]}), resolve=False)
             OmegaConf.select(cfg, str(key), throw_on_missing=False)
     OmegaConf.resolve(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    check_config(cfg)  # every key of every object the experiment builds is one its class takes
 
 
 def test_eval_config_composes(compose_cfg):
