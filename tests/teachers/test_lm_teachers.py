@@ -136,3 +136,10 @@ def test_packaged_smollm2_prefers_the_gold_paragraph(packaged_smollm2, setting, 
     # attention teacher is weaker but must beat chance clearly
     floor = 0.6 if teacher_class is LMLikelihoodTeacher else quality["teacher/random_top1_gold"] + 0.15
     assert quality["teacher/top1_gold"] >= floor, quality
+
+
+def test_a_prompt_longer_than_the_lm_window_fails_before_scoring(tiny_llama, setting, monkeypatch):
+    data, questions, candidates = setting
+    monkeypatch.setattr(tiny_llama.model.config, "max_position_embeddings", 64)
+    with pytest.raises(ValueError, match=r"reads at most 64: lower teacher\.num_candidates"):
+        AttentionTeacher(tiny_llama, num_candidates=5, **FAST).score(questions, candidates, data)

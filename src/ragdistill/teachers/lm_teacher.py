@@ -93,7 +93,18 @@ class LMTeacher(Teacher):
         return usable, [candidates[q.id].ids[: self.num_candidates] for q in usable]
 
     def run(self, examples: list[LMExample], step: StepFn, description: str) -> RunResult:
-        """Run ``step`` over ``examples`` with this teacher's batching and precision; keep the throughput."""
+        """Run ``step`` over ``examples`` with this teacher's batching and precision; keep the throughput.
+
+        Raises:
+            ValueError: If a prompt is longer than the LM's context window (before any work is done).
+        """
+        window = getattr(self.lm.model.config, "max_position_embeddings", None)
+        longest = max((ex.length for ex in examples), default=0)
+        if window and longest > window:
+            raise ValueError(
+                f"a {type(self).__name__} prompt has {longest} tokens but {self.lm.name} reads at most {window}: "
+                "lower teacher.num_candidates or teacher.max_passage_tokens"
+            )
         result = run_lm(self.lm.model, examples, step, self.lm.tokenizer.pad_token_id, self.settings, description)
         self.passages_read += result.passages
         self.seconds_reading += result.seconds
