@@ -151,7 +151,8 @@ class AttentionTeacher(LMTeacher):
         examples: list[LMExample] = []
         for qi, (question, pool, order) in enumerate(zip(usable, pools, orders, strict=True)):
             passages = [data.passage(pool[ci]) for ci in order]
-            target = question.answers[0] if question.answers else "-"
+            # with target=generated this placeholder is replaced by the reader's own answer before scoring
+            target = question.answers[0] if question.answers else "?"
             examples.append(builder.build(qi, passages, question.text, target))
         if self.target == "generated":
             examples = self._with_generated_targets(examples)
