@@ -171,11 +171,11 @@ class DistillationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         logger.info(
-            "Data module: %d training / %d validation signals, batch %d × group %d",
+            "Data module: %d training / %d validation signals, batch %d × group %s",
             len(self.train_signals),
             len(self.val_signals),
             batch_size,
-            group_size,
+            group_size or "all K",
         )
 
     def train_dataloader(self) -> DataLoader:
