@@ -35,6 +35,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "α·‖v‖, all layers, all answer tokens, sum (default)": {},
     "α (no value norm)": {"value_norm": False},
     "pre-softmax q·k": {"pre_softmax": True, "value_norm": False},
+    "pre-softmax q·k, mean over passage tokens": {
+        "pre_softmax": True,
+        "value_norm": False,
+        "passage_reduction": "mean",
+    },
     "first answer token only": {"first_token_only": True},
     "top third of layers (20-29)": {"layers": TOP_THIRD},
     "middle third of layers (10-19)": {"layers": list(range(10, 20))},
@@ -48,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=32)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--only", nargs="+", help="run only the teachers whose names contain one of these")
+    parser.add_argument("--out", default="attention_variants.md", help="file name under benchmarks/results/")
     args = parser.parse_args()
     quiet_third_party()
     torch.manual_seed(0)
@@ -61,6 +68,8 @@ def main() -> None:
     }
     teachers["lm_likelihood (answer)"] = LMLikelihoodTeacher(lm, num_candidates=args.k)
     teachers["lm_likelihood (query likelihood)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="question")
+    if args.only:
+        teachers = {name: t for name, t in teachers.items() if any(part in name for part in args.only)}
     rows = []
     chance = 0.0
     for name, teacher in teachers.items():
@@ -78,7 +87,9 @@ def main() -> None:
         [
             "# Attention-teacher variants: teacher quality (SmolLM2-135M-Instruct reader)",
             "",
-            f"Command: `python benchmarks/attention_variants.py --questions {args.questions} --k {args.k}` "
+            f"Command: `python benchmarks/attention_variants.py --questions {args.questions} --k {args.k}"
+            + (f" --only {' '.join(repr(o) for o in args.only)} --out {args.out}" if args.only else "")
+            + "` "
             f"({len(questions)} SQuAD training questions, BM25 top-{args.k} from a 5,000-paragraph SQuAD-open "
             f"slice holding every gold paragraph; {torch.get_num_threads()} CPU threads, bf16 autocast).",
             "",
@@ -91,7 +102,7 @@ def main() -> None:
             "at temperature 1 (what `loss=kl` with `tau_teacher=1` distils).",
         ]
     )
-    out = ROOT / "benchmarks" / "results" / "attention_variants.md"
+    out = ROOT / "benchmarks" / "results" / args.out
     out.write_text(report + "\n")
     print(report)
 
