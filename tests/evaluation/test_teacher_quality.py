@@ -15,7 +15,7 @@ def test_top1_rates_against_the_labels_the_teacher_did_not_use():
     ]
     data = RetrievalData("toy", corpus, questions, [])
     signals = [
-        TeacherSignal("q1", ["a", "b"], np.array([0.0, -1.0])),  # gold first
+        TeacherSignal("q1", ["a", "b"], np.array([0.0, -1.0]), diagnostics={"lm_positive_is_gold": 1.0}),
         TeacherSignal("q2", ["a", "b", "c"], np.array([-2.0, -1.0, -np.inf])),  # wrong; c unjudged
         TeacherSignal("q3", ["b", "c"], np.array([-1.0, 0.0])),  # c holds the answer
     ]
@@ -26,4 +26,5 @@ def test_top1_rates_against_the_labels_the_teacher_did_not_use():
     assert quality["teacher/top1_answer"] == pytest.approx(2 / 3)  # q1 yes, q2 "b" no, q3 "c" yes
     uniform = np.log(2)
     assert 0 < quality["teacher/entropy"] <= uniform
+    assert quality["teacher/lm_positive_is_gold"] == 1.0  # diagnostics are averaged where reported
     assert teacher_quality([], questions, data) == {}

@@ -30,7 +30,8 @@ def teacher_quality(signals: list[TeacherSignal], questions: list[Question], dat
     - ``top1_answer``: its best candidate contains a gold answer string (among pools with such a passage);
     - ``gold_in_pool``: the share of signals whose pool holds a gold paragraph (the ceiling of ``top1_gold``);
     - ``entropy``: mean entropy of the teacher's softmax over its judged candidates (temperature 1);
-    - ``random_top1_gold``: what picking a judged candidate at random would score, for reference.
+    - ``random_top1_gold``: what picking a judged candidate at random would score, for reference;
+    - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported.
     """
     by_id = {q.id: q for q in questions}
     gold_hits, gold_pools, answer_hits, answer_pools, chance, entropies = 0, 0, 0, 0, 0.0, []
@@ -56,4 +57,7 @@ def teacher_quality(signals: list[TeacherSignal], questions: list[Question], dat
         figures |= {"teacher/top1_gold": gold_hits / gold_pools, "teacher/random_top1_gold": chance / gold_pools}
     if answer_pools:
         figures["teacher/top1_answer"] = answer_hits / answer_pools
+    for key in sorted({key for signal in signals for key in signal.diagnostics}):  # e.g. AAR's lm_positive_is_gold
+        values = [signal.diagnostics[key] for signal in signals if key in signal.diagnostics]
+        figures[f"teacher/{key}"] = float(np.mean(values))
     return figures
