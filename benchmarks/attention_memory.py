@@ -3,7 +3,7 @@
 Each K runs in a fresh subprocess (peak RSS is per process) scoring the same SQuAD-open training
 questions with the packaged SmolLM2-135M-Instruct reader, one question per batch:
 
-    python benchmarks/attention_memory.py     # K = 10, 20, 40, 4 questions each (K=50 exceeds SmolLM2's 8k window)
+    python benchmarks/attention_memory.py     # K = 10, 20, 30, 4 questions each (K=40+ can exceed the 8k window)
 
 For comparison it prints what ``output_attentions=True`` would hold for the longest prompt: every layer's
 ``[heads, T, T]`` float32 map. Writes ``benchmarks/results/attention_memory.md`` and prints it.
@@ -58,7 +58,7 @@ def measure(k: int, questions: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ks", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--ks", type=int, nargs="+", default=[10, 20, 30])
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
