@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from teacher_setup import ROOT, packaged_lm, squad_slice
 
-from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.teacher_quality import teacher_quality
-from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-from ragdistill.utils.quiet import quiet_third_party
 
-ROOT = Path(__file__).resolve().parents[1]
 TOP_THIRD = list(range(-10, 0))  # SmolLM2 has 30 layers
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -56,12 +51,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="run only the teachers whose names contain one of these")
     parser.add_argument("--out", default="attention_variants.md", help="file name under benchmarks/results/")
     args = parser.parse_args()
-    quiet_third_party()
-    torch.manual_seed(0)
-    data = load_squad_open(n_train=args.questions, n_eval=0, corpus_size=5000)
+    data, candidates = squad_slice(args.questions, args.k)
     questions = data.train
-    candidates = BM25Candidates(k=args.k).fit(data.corpus).retrieve(questions)
-    lm = LanguageModel(cache_dir=str(ROOT / ".cache" / "ragdistill"))
+    lm = packaged_lm()
     teachers: dict[str, Teacher] = {
         f"attention: {name}": AttentionTeacher(lm, num_candidates=args.k, **options)
         for name, options in VARIANTS.items()

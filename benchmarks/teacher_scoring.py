@@ -18,20 +18,15 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from teacher_setup import ROOT, packaged_lm, squad_slice
 
-from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.data.squad import load_squad_open
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-from ragdistill.utils.quiet import quiet_third_party
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def plain_loop(lm: LanguageModel, questions, candidates, data, k: int) -> dict[str, np.ndarray]:
@@ -67,12 +62,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
-    quiet_third_party()
-    torch.manual_seed(0)
-    data = load_squad_open(n_train=args.questions, n_eval=0, corpus_size=5000)
+    data, candidates = squad_slice(args.questions, args.k)
     questions = data.train
-    candidates = BM25Candidates(k=args.k).fit(data.corpus).retrieve(questions)
-    lm = LanguageModel(cache_dir=str(ROOT / ".cache" / "ragdistill"))
+    lm = packaged_lm()
     _ = lm.model  # load (and convert once) outside the timings
     passages = len(questions) * args.k
 
