@@ -81,7 +81,6 @@ class HardNegativeRefresh(Callback):
             ranked = dense.retrieve([questions[s.qid] for s in signals])
         finally:
             pl_module.trainer, pl_module._current_fx_name = fit_trainer, hook_name
-            pl_module.train()
         for i, signal in enumerate(signals):
             question = questions[signal.qid]
             exclude = set()

@@ -85,15 +85,14 @@ class AARTeacher(Teacher):
             ranked = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
             lm_positives = [ids[i] for i in ranked[: self.top_n]]
             human = list(by_id[signal.qid].gold_ids) if self.use_human_positives else []
-            for pid in human:
-                if pid not in ids:  # a gold passage outside the pool joins it
-                    ids.append(pid)
-                    scores = np.append(scores, np.float32(-np.inf))
             best = float(np.max(scores[np.isfinite(scores)]))
-            positives = tuple(dict.fromkeys(lm_positives + human))
-            for pid in human:
-                if not np.isfinite(scores[ids.index(pid)]):
+            for pid in human:  # a human positive outside the pool joins it; one the LM did not judge gets `best`
+                if pid not in ids:
+                    ids.append(pid)
+                    scores = np.append(scores, np.float32(best))
+                elif not np.isfinite(scores[ids.index(pid)]):
                     scores[ids.index(pid)] = best
+            positives = tuple(dict.fromkeys(lm_positives + human))
             agreement = float(bool(set(lm_positives) & set(by_id[signal.qid].gold_ids)))
             signals.append(
                 TeacherSignal(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from typing import Any, Literal
@@ -168,11 +169,7 @@ class AttentionTeacher(LMTeacher):
     def _with_generated_targets(self, examples: list[LMExample]) -> list[LMExample]:
         """Replace each gold target by the reader's own greedy answer; drop (and count) empty answers."""
         generated = self.run(examples, self._generate, "Generating reader answers").results
-        kept = [
-            LMExample(ex.key, ex.context_ids, generated[ex.key], ex.passage_spans, ex.question_span)
-            for ex in examples
-            if generated[ex.key]
-        ]
+        kept = [dataclasses.replace(ex, target_ids=generated[ex.key]) for ex in examples if generated[ex.key]]
         if len(kept) < len(examples):
             logger.warning(
                 "Attention teacher dropped %d questions whose generated answer was empty", len(examples) - len(kept)

@@ -158,9 +158,7 @@ def attention_modules(model: PreTrainedModel) -> list[nn.Module]:
     """
     is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     pattern = _CROSS_ATTENTION if is_seq2seq else _SELF_ATTENTION
-    found = [m for name, m in model.named_modules() if pattern.search(name)]
-    if is_seq2seq:
-        found = [m for name, m in model.named_modules() if pattern.search(name) and "decoder" in name]
+    found = [m for name, m in model.named_modules() if pattern.search(name) and (not is_seq2seq or "decoder" in name)]
     if not found:
         kind = "decoder cross-attention" if is_seq2seq else "self-attention"
         raise ValueError(f"found no {kind} modules in {type(model).__name__} to read attention from")

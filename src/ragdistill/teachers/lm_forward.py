@@ -22,6 +22,18 @@ def _softcap(model: PreTrainedModel, logits: Tensor) -> Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def _forward(model: PreTrainedModel, batch: dict[str, Any]) -> Any:
+    """The one pass both readings make.
+
+    A seq2seq LM runs teacher-forced on the targets (its output has decoder ``logits``); a decoder-only LM
+    runs its body without the output head (its output has ``last_hidden_state``).
+    """
+    if getattr(model.config, "is_encoder_decoder", False):
+        labels = batch["target_ids"].masked_fill(~batch["target_mask"], -100)
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    return model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
 def target_log_probs(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
     """``[b, L]`` float32 log p(target token i | context, earlier target tokens); 0 at padding.
 
@@ -30,12 +42,11 @@ def target_log_probs(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
     short models).
     """
     targets, target_mask = batch["target_ids"], batch["target_mask"]  # [b, L]
+    output = _forward(model, batch)
     if getattr(model.config, "is_encoder_decoder", False):
-        labels = targets.masked_fill(~target_mask, -100)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+        logits = output.logits  # [b, L, V]
     else:
-        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        states = hidden.last_hidden_state  # [b, T, D]
+        states = output.last_hidden_state  # [b, T, D]
         positions = batch["target_positions"]  # [b, L]
         picked = states.gather(1, positions[:, :, None].expand(-1, -1, states.shape[-1]))  # [b, L, D]
         logits = _softcap(model, model.get_output_embeddings()(picked))  # [b, L, V]
@@ -51,16 +62,11 @@ def output_attention(
     The output rows are the positions that predict the target tokens (decoder-only) or the decoder positions
     (encoder-decoder, read from the cross-attention); they are averaged, or only the first is used.
     """
-    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     rows, row_mask = batch["target_positions"], batch["target_mask"]  # [b, R]
     if first_token_only:
         rows, row_mask = rows[:, :1], row_mask[:, :1]
     with capture_attention(model, options, rows, batch["attention_mask"]) as recorder:
-        if seq2seq:
-            labels = batch["target_ids"].masked_fill(~batch["target_mask"], -100)
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
-        else:
-            model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        _forward(model, batch)
     if recorder.total is None:
         raise RuntimeError(
             f"no attention was recorded from {type(model).__name__}: "

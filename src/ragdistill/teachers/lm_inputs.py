@@ -9,7 +9,7 @@ requirement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ragdistill.data.schemas import Passage
@@ -60,7 +60,6 @@ class LMExample:
         target_ids: Target tokens (the decoder input of a seq2seq LM; appended to the context otherwise).
         passage_spans: Token span of each passage inside ``context_ids``, in prompt order.
         question_span: Token span of the question inside ``context_ids``.
-        extra: Anything the scoring step needs besides tokens (e.g. the passage order).
     """
 
     key: Any
@@ -68,7 +67,11 @@ class LMExample:
     target_ids: list[int]
     passage_spans: list[Span]
     question_span: Span
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passages(self) -> int:
+        """Passages this sequence reads (the unit of the passages/s figure; at least 1)."""
+        return max(1, len(self.passage_spans))
 
     @property
     def length(self) -> int:

@@ -103,7 +103,7 @@ def collate_examples(examples: list[LMExample], pad_id: int, seq2seq: bool) -> d
         "target_ids": _pad([ex.target_ids for ex in examples], pad_id),
         "target_positions": _pad(positions, 0),
         "target_mask": target_mask,
-        "n_passages": sum(max(1, len(ex.passage_spans)) for ex in examples),
+        "n_passages": sum(ex.passages for ex in examples),
     }
 
 
@@ -185,11 +185,6 @@ class RunResult:
     passages: int
     seconds: float
 
-    @property
-    def passages_per_second(self) -> float:
-        """Passages read per second."""
-        return self.passages / self.seconds if self.seconds else 0.0
-
 
 def run_lm(
     model: nn.Module,
@@ -210,7 +205,7 @@ def run_lm(
         batch_sampler=_Batches(batches),
         collate_fn=lambda items: collate_examples(items, pad_id, seq2seq),
     )
-    rate = PassageRate(description, sum(max(1, len(ex.passage_spans)) for ex in examples))
+    rate = PassageRate(description, sum(ex.passages for ex in examples))
     predictor = LMPredictor(model, step)
     predictor.train(model.training)  # run_predict restores the wrapper's mode, and with it the LM's
     outputs = run_predict(predictor, loader, settings.accelerator, settings.precision, [rate])
