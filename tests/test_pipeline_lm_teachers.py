@@ -81,3 +81,24 @@ def test_aar_remines_negatives_with_the_retriever_during_training(tmp_path, comp
     assert any(s.candidate_ids != before[s.qid].candidate_ids for s in after)  # negatives were re-mined
     assert all(s.positive_ids == before[s.qid].positive_ids for s in after)  # positives kept
     assert 0 <= metrics["teacher/top1_gold"] <= 1
+
+
+def test_aar_reuses_the_scores_of_its_source_teacher_run_alone(tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir):
+    """AAR's source scores are cached under the source's own config: a prior lm_likelihood run pays for both."""
+    models = [f"lm.path={tiny_lm_dir}", f"retriever.path={tiny_encoder_dir}", "evaluate=false"]
+    alone = compose_at("config", [*FAST, *models, "teacher=lm_likelihood"], tmp_path / "alone")
+    alone.paths.cache_dir = str(tmp_path / "cache")
+    first, _ = train(alone)
+    assert first["teacher/cache_shards_scored"] > 0
+
+    source = [o.replace("teacher.", "teacher.source.") for o in FAST if o.startswith("teacher.")]
+    others = [o for o in FAST if not o.startswith(("teacher.", "loss=", "datamodule.group_size"))]
+    aar_overrides = [*others, *models, "teacher=aar", *source, "loss=multi_positive_infonce", "datamodule.group_size=4"]
+    cfg = compose_at("config", aar_overrides, tmp_path / "aar")
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    aar, objects = train(cfg)
+    assert (
+        aar["teacher/cache_shards_reused"] == aar["teacher/cache_shards_total"] == first["teacher/cache_shards_total"]
+    )
+    assert "teacher/passages" not in aar  # the LM read nothing
+    assert all(s.positive_ids for s in objects["signals"])  # AAR's derivation still ran on the cached scores

@@ -26,7 +26,7 @@ from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.export import export_sentence_transformers
-from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import SignalCache, score_with_cache
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.run_info import job_config, save_run_info
@@ -64,10 +64,10 @@ def _bm25_baseline(
     return bm25.fit(data.corpus)
 
 
-def _score_teacher(
-    cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
+def _cached_scores(
+    cfg: DictConfig, teacher_cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
 ) -> tuple[list[TeacherSignal], dict[str, float]]:
-    """Score the training questions, reusing cached signals; return them with the teacher's figures.
+    """Score the training questions with ``teacher`` (configured by ``teacher_cfg``), reusing cached shards.
 
     The cache key is the resolved teacher config (which holds its LM's config) plus the fingerprint of the
     teacher's models; each shard is further addressed by the questions, candidates and passage texts it
@@ -75,10 +75,26 @@ def _score_teacher(
     """
     cache = None
     if cfg.get("cache_teacher", True):
-        parts = {"teacher": OmegaConf.to_container(cfg.teacher, resolve=True), **teacher.cache_identity()}
+        parts = {"teacher": OmegaConf.to_container(teacher_cfg, resolve=True), **teacher.cache_identity()}
         cache = SignalCache.from_parts(Path(cfg.paths.cache_dir), parts)
     signals, stats = score_with_cache(teacher, data.train, candidates, data, cache)
-    metrics = stats.metrics() | teacher.metrics() | teacher_quality(signals, data.train, data)
+    return signals, stats.metrics() | teacher.metrics()
+
+
+def _score_teacher(
+    cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
+) -> tuple[list[TeacherSignal], dict[str, float]]:
+    """Score the training questions, reusing cached signals; return them with the teacher's figures.
+
+    A :class:`DerivedTeacher` (AAR) caches its source's scores under the source's own config
+    (``cfg.teacher.source``), so it shares them with a run of that teacher alone; deriving is cheap.
+    """
+    if isinstance(teacher, DerivedTeacher):
+        source_signals, metrics = _cached_scores(cfg, cfg.teacher.source, teacher.source, data, candidates)
+        signals = teacher.derive(source_signals, data.train, data)
+    else:
+        signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates)
+    metrics |= teacher_quality(signals, data.train, data)
     logger.info(
         "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
         100 * metrics.get("teacher/top1_gold", float("nan")),

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 from pytorch_lightning.callbacks import Callback
 
-from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.retriever.hard_negatives import HardNegativeRefresh
-from ragdistill.teachers.base import Teacher
+from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 
 
-class AARTeacher(Teacher):
+class AARTeacher(DerivedTeacher):
     """Mark the source LM's top-N candidates (plus, optionally, the human positives) as positives.
 
     Formula: ``P(q) = P_human(q) ∪ top-N_{d ∈ candidates(q)} s_LM(q, d)``; every other candidate is a hard
@@ -65,22 +63,13 @@ class AARTeacher(Teacher):
         self.mining_depth = mining_depth
         self.drop_answer_negatives = drop_answer_negatives
 
-    @property
-    def lm(self) -> Any:
-        """The source teacher's LM (its fingerprint keys the signal cache)."""
-        return getattr(self.source, "lm", None)
-
-    def metrics(self) -> dict[str, float]:
-        """The source teacher's throughput figures."""
-        return self.source.metrics()
-
-    def score(
-        self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
+    def derive(
+        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
     ) -> list[TeacherSignal]:
         """One signal per question the source LM judged: its scores, with positives marked."""
         by_id = {q.id: q for q in questions}
-        signals = []
-        for signal in self.source.score(questions, candidates, data):
+        derived = []
+        for signal in signals:
             ids, scores = list(signal.candidate_ids), signal.scores.copy()
             ranked = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
             lm_positives = [ids[i] for i in ranked[: self.top_n]]
@@ -94,15 +83,15 @@ class AARTeacher(Teacher):
                     scores[ids.index(pid)] = best
             positives = tuple(dict.fromkeys(lm_positives + human))
             agreement = float(bool(set(lm_positives) & set(by_id[signal.qid].gold_ids)))
-            signals.append(
+            derived.append(
                 TeacherSignal(
                     signal.qid, ids, scores, positive_ids=positives, diagnostics={"lm_positive_is_gold": agreement}
                 )
             )
-        if signals:
-            overlap = np.mean([s.diagnostics["lm_positive_is_gold"] for s in signals])
-            logger.info("AAR: %d signals; an LM positive is the gold passage for %.1f%%", len(signals), 100 * overlap)
-        return signals
+        if derived:
+            overlap = np.mean([s.diagnostics["lm_positive_is_gold"] for s in derived])
+            logger.info("AAR: %d signals; an LM positive is the gold passage for %.1f%%", len(derived), 100 * overlap)
+        return derived
 
     def training_callbacks(self, data: RetrievalData) -> list[Callback]:
         """The ANCE refresh of hard negatives, when switched on."""

@@ -37,3 +37,36 @@ class Teacher(ABC):
         """What identifies this teacher's models beyond its config (e.g. the LM's weights), for the signal cache."""
         lm = getattr(self, "lm", None)
         return {"lm": lm.fingerprint()} if lm is not None else {}
+
+
+class DerivedTeacher(Teacher):
+    """A teacher that re-reads another teacher's signals (e.g. AAR marks the source LM's top-N as positives).
+
+    The expensive step is the source's scoring; :meth:`derive` is cheap. Keeping them apart lets the signal
+    cache key the source's scores by the source's own config, so a derived teacher and a run of its source
+    alone (``teacher=lm_likelihood``), or two derived teachers with different ``top_n``, share one scoring.
+
+    Subclasses set :attr:`source` and implement :meth:`derive`; the config key of the source is ``source``.
+    """
+
+    source: Teacher
+
+    @abstractmethod
+    def derive(
+        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """Turn the source's signals into this teacher's, in the same order."""
+
+    def score(
+        self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """Score with the source, then derive."""
+        return self.derive(self.source.score(questions, candidates, data), questions, data)
+
+    def metrics(self) -> dict[str, float]:
+        """The source teacher's throughput figures."""
+        return self.source.metrics()
+
+    def cache_identity(self) -> dict[str, str]:
+        """The source's models identify the (cached) source signals."""
+        return self.source.cache_identity()
