@@ -94,7 +94,7 @@ def _score_teacher(
         signals = teacher.derive(source_signals, data.train, data)
     else:
         signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates)
-    metrics |= teacher_quality(signals, data.train, data)
+    metrics |= teacher_quality(signals, data.train, data, candidates)
     logger.info(
         "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
         100 * metrics.get("teacher/top1_gold", float("nan")),

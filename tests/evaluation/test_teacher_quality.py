@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.signal import TeacherSignal
@@ -27,4 +28,23 @@ def test_top1_rates_against_the_labels_the_teacher_did_not_use():
     uniform = np.log(2)
     assert 0 < quality["teacher/entropy"] <= uniform
     assert quality["teacher/lm_positive_is_gold"] == 1.0  # diagnostics are averaged where reported
+    assert "teacher/first_stage_top1_gold" not in quality  # only with the first-stage ranking
     assert teacher_quality([], questions, data) == {}
+
+
+def test_first_stage_rate_is_the_bar_a_teacher_has_to_clear():
+    corpus = [Passage(pid, "text") for pid in "abcd"]
+    questions = [Question("q1", "?", (), ("a",)), Question("q2", "?", (), ("c",))]
+    data = RetrievalData("toy", corpus, questions, [])
+    first_stage = {
+        "q1": RankedList(["a", "b", "c"], np.array([3.0, 2.0, 1.0])),  # gold first
+        "q2": RankedList(["b", "a", "c"], np.array([3.0, 2.0, 1.0])),  # gold third
+    }
+    signals = [
+        TeacherSignal("q1", ["a", "b", "c"], np.array([-3.0, 0.0, -1.0])),  # teacher prefers b: wrong
+        # the first stage's best, b, was not judged: the best judged one by first-stage rank is c (gold)
+        TeacherSignal("q2", ["b", "c", "d"], np.array([-np.inf, -1.0, 0.0])),
+    ]
+    quality = teacher_quality(signals, questions, data, first_stage)
+    assert quality["teacher/top1_gold"] == 0.0
+    assert quality["teacher/first_stage_top1_gold"] == 1.0

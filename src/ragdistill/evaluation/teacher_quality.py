@@ -6,8 +6,11 @@ which teacher (or attention variant) to pick before any training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.metrics import has_answer
 from ragdistill.teachers.signal import TeacherSignal
@@ -23,7 +26,18 @@ def _entropy(scores: np.ndarray) -> float:
     return float(-(probs * np.log(np.clip(probs, 1e-300, None))).sum())
 
 
-def teacher_quality(signals: list[TeacherSignal], questions: list[Question], data: RetrievalData) -> dict[str, float]:
+def _first_stage_best(signal: TeacherSignal, judged: list[int], ranked: RankedList) -> str:
+    """The judged candidate the first stage ranked highest (unranked ones, e.g. added positives, last)."""
+    rank = {pid: i for i, pid in enumerate(ranked.ids)}
+    return min((signal.candidate_ids[i] for i in judged), key=lambda pid: rank.get(pid, len(rank)))
+
+
+def teacher_quality(
+    signals: list[TeacherSignal],
+    questions: list[Question],
+    data: RetrievalData,
+    candidates: Mapping[str, RankedList] | None = None,
+) -> dict[str, float]:
     """Return ``teacher/*`` figures over the signals whose candidate pool holds a gold paragraph.
 
     - ``top1_gold``: the teacher's best candidate is the gold paragraph (among questions whose pool has one);
@@ -31,10 +45,13 @@ def teacher_quality(signals: list[TeacherSignal], questions: list[Question], dat
     - ``gold_in_pool``: the share of signals whose pool holds a gold paragraph (the ceiling of ``top1_gold``);
     - ``entropy``: mean entropy of the teacher's softmax over its judged candidates (temperature 1);
     - ``random_top1_gold``: what picking a judged candidate at random would score, for reference;
+    - ``first_stage_top1_gold`` (given ``candidates``): the same rate for the first stage's own order over
+      the same pool: the bar a teacher has to clear to tell the student more than the candidates' order;
     - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported.
     """
     by_id = {q.id: q for q in questions}
     gold_hits, gold_pools, answer_hits, answer_pools, chance, entropies = 0, 0, 0, 0, 0.0, []
+    first_stage_hits = 0
     for signal in signals:
         question = by_id[signal.qid]
         judged = [i for i, s in enumerate(signal.scores) if np.isfinite(s)]
@@ -45,6 +62,8 @@ def teacher_quality(signals: list[TeacherSignal], questions: list[Question], dat
             gold_pools += 1
             gold_hits += best in gold
             chance += len(gold & {signal.candidate_ids[i] for i in judged}) / len(judged)
+            if candidates is not None and signal.qid in candidates:
+                first_stage_hits += _first_stage_best(signal, judged, candidates[signal.qid]) in gold
         if question.answers:
             answering = [has_answer(data.passage(signal.candidate_ids[i]).text, question.answers) for i in judged]
             if any(answering):
@@ -55,6 +74,8 @@ def teacher_quality(signals: list[TeacherSignal], questions: list[Question], dat
     figures = {"teacher/gold_in_pool": gold_pools / len(signals), "teacher/entropy": float(np.mean(entropies))}
     if gold_pools:
         figures |= {"teacher/top1_gold": gold_hits / gold_pools, "teacher/random_top1_gold": chance / gold_pools}
+        if candidates is not None:
+            figures["teacher/first_stage_top1_gold"] = first_stage_hits / gold_pools
     if answer_pools:
         figures["teacher/top1_answer"] = answer_hits / answer_pools
     for key in sorted({key for signal in signals for key in signal.diagnostics}):  # e.g. AAR's lm_positive_is_gold
