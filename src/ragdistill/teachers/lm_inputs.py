@@ -120,6 +120,18 @@ class PromptBuilder:
         self.chat_wrap = chat_wrap
         self.bos = [bos_token_id] if bos_token_id is not None else []
 
+    @classmethod
+    def for_lm(cls, lm: Any, template: PromptTemplate, limits: TokenLimits | None = None) -> PromptBuilder:
+        """A builder for ``lm`` (a :class:`~ragdistill.models.lm.LanguageModel`).
+
+        Uses its chat template when it has one, else plain text with a bos token when its tokenizer adds one.
+        """
+        tokenizer = lm.tokenizer
+        wrap = lm.chat_wrap()
+        add_bos = wrap is None and getattr(tokenizer, "add_bos_token", False)
+        bos = tokenizer.bos_token_id if add_bos else None
+        return cls(tokenizer, template, limits or TokenLimits(), wrap, bos)
+
     def tokens(self, text: str, limit: int | None = None) -> list[int]:
         """Token ids of ``text`` without special tokens, cut to ``limit``."""
         if not text:

@@ -67,10 +67,7 @@ class LMTeacher(Teacher):
 
     def builder(self) -> PromptBuilder:
         """A prompt builder for this teacher's LM and template (uses the LM's chat template when it has one)."""
-        tokenizer = self.lm.tokenizer
-        wrap = self.lm.chat_wrap()
-        add_bos = wrap is None and getattr(tokenizer, "add_bos_token", False)
-        return PromptBuilder(tokenizer, self.template, self.limits, wrap, tokenizer.bos_token_id if add_bos else None)
+        return PromptBuilder.for_lm(self.lm, self.template, self.limits)
 
     def judgeable(
         self, questions: list[Question], candidates: dict[str, RankedList], needs_answers: bool

@@ -1,0 +1,364 @@
+"""Answer questions from retrieved passages with a language model: the RAG reader that scores a retriever end to end.
+
+A retriever is only as good as the answers a reader gives from what it retrieves, so evaluation reads each
+question's top-k passages with an LM and scores the answer (``evaluation/qa.py``). The prompt is written with
+the LM teachers' pieces (``PromptTemplate``, the chat wrap, piece-wise tokenization of
+``teachers/lm_inputs.py``), so the reader reads passages the way the teacher that judged them did.
+
+Three choices matter for the figures:
+- Passages are cut to a token budget (the LM window minus the answer's tokens) in rank order: each passage
+  keeps at most ``max_passage_tokens`` of its text, the one that overflows the budget is cut, later ones are
+  left out. The question is never cut; a question that alone overflows is an error.
+- Decoding is greedy and batched with *left* padding: a decoder-only LM continues from the last position of
+  each row, so right padding would put pad tokens between a short prompt and its answer. With left padding
+  and the attention mask (from which ``generate`` derives position ids) a batched answer equals the answer
+  given alone.
+- The answer is the first non-empty line of the generation, stripped (base models go on with
+  ``Question: ...`` on the next line); generation stops once every row has a newline or an eos token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ragdistill.data.schemas import Passage, Question
+from ragdistill.evaluation.metrics import has_answer
+from ragdistill.evaluation.qa import exact_match, token_f1
+from ragdistill.models.lm import LanguageModel
+from ragdistill.teachers.lm_inputs import PromptBuilder, PromptTemplate
+from ragdistill.teachers.lm_runner import LMPredictor, LMRunSettings, PassageRate, bucket_batches
+from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.predict import run_predict
+
+logger = logging.getLogger(__name__)
+
+READER_PROMPT = PromptTemplate(
+    instruction="Answer the question using the passages below. Reply with the answer only, in a few words.\n\n",
+    passage="Title: {title}\n{text}\n\n",
+    question="Question: {question}\nAnswer:",
+)
+"""The reader's wording; ``target`` is unused (the reader generates instead of being teacher-forced)."""
+
+
+@dataclass(frozen=True)
+class ReaderPrompt:
+    """One question's prompt as token ids.
+
+    Attributes:
+        ids: ``[bos] [chat prefix] instruction passages question [chat suffix]``.
+        passages: Passages read, whole or cut (rank order: the first ``passages`` of the list).
+        cut: Passages whose text was cut (to ``max_passage_tokens`` or to the budget's end).
+    """
+
+    ids: list[int]
+    passages: int
+    cut: int
+
+
+def clean_answer(text: str) -> str:
+    """The first line of a generation, stripped; leading whitespace and newlines are skipped first.
+
+    Args:
+        text: The decoded generation.
+
+    Returns:
+        The answer (``""`` when the generation is blank).
+    """
+    return text.lstrip().split("\n", 1)[0].strip()
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Pad token rows on the left, so every row's last real token sits in the last column.
+
+    Returns:
+        ``input_ids`` ``[B, T]`` and ``attention_mask`` ``[B, T]`` (1 on real tokens).
+    """
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return input_ids, attention_mask
+
+
+class LMReader:
+    """Generate a short answer per question from its retrieved passages, greedily and in length-bucketed batches.
+
+    Nothing loads in the constructor; the LM loads on the first :meth:`answer`.
+
+    Args:
+        lm: The reader LM (decoder-only, or encoder-decoder).
+        prompt: The wording: a :class:`PromptTemplate`, or overrides of :data:`READER_PROMPT`'s fields.
+        max_new_tokens: Answer tokens generated at most (SQuAD answers are a few tokens).
+        max_passage_tokens: Text tokens kept per passage (``None``: only the budget limits it), so one long
+            passage cannot crowd out the next ones.
+        max_prompt_tokens: Prompt tokens at most (``None``: the LM window minus ``max_new_tokens``; the
+            smaller of the two when both are known).
+        max_batch_tokens: Padded tokens per batch, answer included (memory bound; answers do not depend on it).
+        max_batch_size: Questions per batch at most.
+        precision: Lightning precision. ``32-true`` by default: evaluation figures should not depend on the
+            batch an answer was generated in, and CPUs without bfloat16 units gain nothing from ``bf16-mixed``
+            (the teachers' default, worth it on GPUs).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+
+    Raises:
+        ValueError: For unknown prompt fields, a passage format without exactly one ``{text}``, or
+            non-positive sizes.
+    """
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        prompt: PromptTemplate | Mapping[str, str] | None = None,
+        max_new_tokens: int = 16,
+        max_passage_tokens: int | None = 256,
+        max_prompt_tokens: int | None = None,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 64,
+        precision: str = "32-true",
+        accelerator: str = "auto",
+    ) -> None:
+        self.template = _template(prompt)
+        if self.template.passage.count("{text}") != 1:
+            raise ValueError(f"reader prompt.passage must contain {{text}} exactly once, got {self.template.passage!r}")
+        for name, value in (("max_new_tokens", max_new_tokens), ("max_passage_tokens", max_passage_tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"reader.{name} must be >= 1, got {value}")
+        self.lm = lm
+        self.max_new_tokens = max_new_tokens
+        self.max_passage_tokens = max_passage_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
+        self._builder: PromptBuilder | None = None
+
+    @property
+    def prompt_budget(self) -> int | None:
+        """Prompt tokens at most: ``max_prompt_tokens`` and the LM window minus ``max_new_tokens``, the smaller.
+
+        Reading the window loads the LM; ``None`` when neither is known (e.g. T5, whose positions are relative).
+        """
+        window = getattr(self.lm.model.config, "max_position_embeddings", None)
+        limits = [n for n in (self.max_prompt_tokens, window and window - self.max_new_tokens) if n is not None]
+        return min(limits) if limits else None
+
+    def build_prompt(self, question: str, passages: Sequence[Passage]) -> ReaderPrompt:
+        """Tokenize one prompt, cutting passages (never the question) to fit :attr:`prompt_budget`.
+
+        Raises:
+            ValueError: If the prompt without any passage is already over the budget.
+        """
+        builder = self._prompt_builder()
+        prefix, suffix = builder.chat_wrap or ("", "")
+        head = builder.bos + builder.tokens(prefix) + builder.tokens(self.template.instruction)
+        tail = builder.tokens(self.template.question.format(question=question)) + builder.tokens(suffix)
+        budget = self.prompt_budget
+        room = budget - len(head) - len(tail) if budget is not None else None
+        if room is not None and room < 0:
+            raise ValueError(
+                f"the reader prompt of question {question[:80]!r} has {len(head) + len(tail)} tokens without any "
+                f"passage, over the budget of {budget} ({self.lm.name}'s window minus reader.max_new_tokens="
+                f"{self.max_new_tokens}, or reader.max_prompt_tokens): shorten the instruction or the question"
+            )
+        body: list[int] = []
+        read = cut = 0
+        before, after = self.template.passage.split("{text}")
+        for index, passage in enumerate(passages, start=1):
+            frame = builder.tokens(before.format(index=index, title=passage.title))
+            end = builder.tokens(after.format(index=index, title=passage.title))
+            text = builder.tokens(passage.text)
+            keep = len(text) if self.max_passage_tokens is None else min(len(text), self.max_passage_tokens)
+            if room is not None:
+                space = room - len(body) - len(frame) - len(end)
+                if space < 1:
+                    break  # rank order: a lower-ranked passage never displaces a higher-ranked one
+                keep = min(keep, space)
+            body += frame + text[:keep] + end
+            read += 1
+            cut += keep < len(text)
+        return ReaderPrompt(head + body + tail, read, cut)
+
+    def answer(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]]) -> list[str]:
+        """Answer every question from its passages (rank order); the answers come back in question order.
+
+        Args:
+            questions: Question texts.
+            passages: Each question's retrieved passages, best first.
+
+        Returns:
+            One cleaned answer per question (see :func:`clean_answer`).
+
+        Raises:
+            ValueError: If the lists differ in length or a question does not fit (before any generation).
+        """
+        if len(questions) != len(passages):
+            raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
+        if not questions:
+            return []
+        prompts = [self.build_prompt(q, ps) for q, ps in zip(questions, passages, strict=True)]
+        logger.info(
+            "Reader <%s>: %d questions, %d passages read (%d cut), %d left out to fit the budget",
+            self.lm.name,
+            len(prompts),
+            sum(p.passages for p in prompts),
+            sum(p.cut for p in prompts),
+            sum(len(ps) for ps in passages) - sum(p.passages for p in prompts),
+        )
+        lengths = [len(p.ids) + self.max_new_tokens for p in prompts]
+        batches = bucket_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_size)
+        pad_id = self.lm.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ValueError(f"the tokenizer of {self.lm.name} has neither a pad nor an eos token; batches need one")
+        # batch_size=None: each item is one precomputed index batch, collated by collate_fn
+        loader: DataLoader[list[int]] = DataLoader(
+            batches,  # type: ignore[arg-type]
+            batch_size=None,
+            collate_fn=lambda rows: _collate(rows, prompts, pad_id),
+        )
+        rate = PassageRate("Reader answering", sum(p.passages for p in prompts))
+        predictor = LMPredictor(self.lm.model, self._generate)
+        predictor.train(self.lm.model.training)  # run_predict restores the wrapper's mode, and with it the LM's
+        outputs = run_predict(predictor, loader, self.settings.accelerator, self.settings.precision, [rate])
+        answers: dict[int, str] = {}
+        for keys, values in outputs:
+            answers.update(zip(keys, values, strict=True))
+        return [answers[i] for i in range(len(prompts))]
+
+    def _generate(self, model: nn.Module, batch: dict[str, Any]) -> list[str]:
+        """Greedy answers of one left-padded batch (the step :class:`LMPredictor` runs)."""
+        from transformers import StoppingCriteriaList
+
+        tokenizer = self.lm.tokenizer
+        seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        start = 1 if seq2seq else batch["input_ids"].shape[1]  # the decoder start token, or the prompt
+        stops = _eos_ids(model, tokenizer)
+        output = model.generate(  # type: ignore[operator]
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=sorted(stops) or None,
+            stopping_criteria=StoppingCriteriaList([_NewlineStop(tokenizer, start)]),
+        )
+        answers = []
+        for row in output[:, start:].tolist():
+            ids = next((row[:i] for i, token in enumerate(row) if token in stops), row)  # eos, then padding
+            answers.append(clean_answer(tokenizer.decode(ids, skip_special_tokens=True)))
+        return answers
+
+    def _prompt_builder(self) -> PromptBuilder:
+        """The LM teachers' builder (same chat wrap and bos rule), made once.
+
+        Only ``tokens()`` is used: the reader applies its own budget instead of the builder's limits.
+        """
+        if self._builder is None:
+            self._builder = PromptBuilder.for_lm(self.lm, self.template)
+        return self._builder
+
+
+def answer_records(
+    questions: Sequence[Question], retrieved: Sequence[Sequence[Passage]], answers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One error-analysis record per question: what was retrieved, what the reader said, how it scored.
+
+    Args:
+        questions: The evaluation questions.
+        retrieved: Each question's retrieved passages, best first (the ones given to the reader).
+        answers: The reader's answers, in question order.
+
+    Returns:
+        Records with ``qid``, ``question``, ``retrieved_ids``, ``answer``, ``gold_answers``, ``em`` and ``f1``
+        (``None`` without a gold answer) and ``hit`` (a retrieved passage contains a gold answer, by
+        :func:`~ragdistill.evaluation.metrics.has_answer`; counted over every retrieved passage, including
+        any the prompt budget left out).
+
+    Raises:
+        ValueError: If the three lists differ in length.
+    """
+    if not len(questions) == len(retrieved) == len(answers):
+        raise ValueError(f"{len(questions)} questions, {len(retrieved)} passage lists, {len(answers)} answers")
+    records = []
+    for question, passages, answer in zip(questions, retrieved, answers, strict=True):
+        golds = list(question.answers)
+        records.append(
+            {
+                "qid": question.id,
+                "question": question.text,
+                "retrieved_ids": [p.id for p in passages],
+                "answer": answer,
+                "gold_answers": golds,
+                "em": exact_match(answer, golds) if golds else None,
+                "f1": token_f1(answer, golds) if golds else None,
+                "hit": any(has_answer(p.text, golds) for p in passages),
+            }
+        )
+    return records
+
+
+def write_answers(
+    path: str | Path, questions: Sequence[Question], retrieved: Sequence[Sequence[Passage]], answers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Write :func:`answer_records` as JSON lines, atomically (a reader of ``path`` never sees half a file).
+
+    Returns:
+        The records written, one per question in question order.
+    """
+    records = answer_records(questions, retrieved, answers)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    logger.info("Wrote %d reader answers to <%s>", len(records), path)
+    return records
+
+
+class _NewlineStop:
+    """Stop a row once its generation, leading whitespace skipped, holds a newline (a ``StoppingCriteria``).
+
+    Decoding the few generated tokens each step costs microseconds next to a forward pass, and finds a
+    newline inside any token (``.`` and a newline merged into one), which a list of stop ids would have to
+    enumerate over the whole vocabulary.
+    """
+
+    def __init__(self, tokenizer: Any, start: int) -> None:
+        self.tokenizer = tokenizer
+        self.start = start
+
+    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor(["\n" in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
+def _eos_ids(model: nn.Module, tokenizer: Any) -> set[int]:
+    """The model's and the tokenizer's end-of-sequence ids (chat models often end turns with their own)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    return ids
+
+
+def _collate(rows: list[int], prompts: Sequence[ReaderPrompt], pad_id: int) -> dict[str, Any]:
+    input_ids, attention_mask = left_pad([prompts[i].ids for i in rows], pad_id)
+    return {
+        "keys": list(rows),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "n_passages": sum(prompts[i].passages for i in rows),
+    }
+
+
+def _template(prompt: PromptTemplate | Mapping[str, str] | None) -> PromptTemplate:
+    if isinstance(prompt, PromptTemplate):
+        return prompt
+    unknown = set(prompt or {}) - {f.name for f in dataclasses.fields(PromptTemplate)}
+    if unknown:
+        valid = sorted(f.name for f in dataclasses.fields(PromptTemplate))
+        raise ValueError(f"reader.prompt has unknown keys {sorted(unknown)}; valid: {valid}")
+    return dataclasses.replace(READER_PROMPT, **dict(prompt or {}))
