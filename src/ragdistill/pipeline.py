@@ -102,6 +102,11 @@ def _score_teacher(
     return signals, metrics
 
 
+def _reader(cfg: DictConfig) -> Any:
+    """The RAG reader of ``reader=lm``, or None (``reader=none``: retrieval metrics only)."""
+    return _build(cfg, "reader") if cfg.get("reader") else None
+
+
 def _finish(metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int) -> dict[str, float]:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     logger.info("Wrote <%s>", run_dir / "metrics.json")
@@ -169,7 +174,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if cfg.get("evaluate", True):
             with timer("evaluate"):
                 bm25 = _bm25_baseline(cfg, data, first_stage)
-                metrics |= evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
+                index = _build(cfg, "index")
+                metrics |= evaluate_retriever(retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg))
     metrics |= timer.metrics()
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
     return _finish(metrics, loggers, run_dir, trainer.global_step), objects
@@ -182,6 +188,6 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     with _finalize_loggers_on_failure(loggers), timer("evaluate"):
         bm25 = _bm25_baseline(cfg, data)
-        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25)
+        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25, _reader(cfg))
     metrics |= timer.metrics()
     return _finish(metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}

@@ -13,6 +13,7 @@ from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
 from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
+from ragdistill.evaluation.rag import Reader, evaluate_reader
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
@@ -48,6 +49,25 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
     fusion = _fusion(cfg)
     if fusion is not None and fusion not in FUSION_METHODS:
         raise ValueError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
+    top_k = cfg.get("reader_top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
+    known = _run_prefixes(cfg)
+    unknown = [p for p in cfg.get("reader_runs", [DENSE]) if p not in known]
+    if unknown:
+        raise ValueError(
+            f"evaluation.reader_runs names runs {unknown} this evaluation does not make; choose from {known}"
+        )
+
+
+def _run_prefixes(cfg: DictConfig) -> list[str]:
+    """The runs an evaluation with these settings makes, by metric prefix."""
+    prefixes = [DENSE]
+    if cfg.bm25_baseline:
+        prefixes.append(f"{DENSE}_bm25")
+    if (fusion := _fusion(cfg)) is not None:
+        prefixes.append(f"{DENSE}_fusion_{fusion}")
+    return prefixes
 
 
 def _label(prefix: str) -> str:
@@ -66,10 +86,13 @@ def evaluate_retriever(
     cfg: DictConfig,
     run_dir: Path,
     bm25: BM25Candidates | None = None,
+    reader: Reader | None = None,
 ) -> dict[str, float]:
     """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
 
-    Writes the faiss index to ``run_dir/index`` and ``run_dir/recall_at_k.png``.
+    Writes the faiss index to ``run_dir/index`` and ``run_dir/recall_at_k.png``; with a reader, also the
+    reader's answers from the top-``reader_top_k`` of each run in ``evaluation.reader_runs``
+    (``answers_<prefix>.jsonl``) and their EM/F1.
 
     Args:
         retriever: The retriever under test.
@@ -78,9 +101,11 @@ def evaluate_retriever(
         cfg: The ``evaluation`` config group (ks, depth, bm25_baseline, fusion, encoding settings).
         run_dir: Where the index and the plot go.
         bm25: A fitted BM25 first stage over the same corpus, needed for the baseline and fusion.
+        reader: The RAG reader (``reader=lm``), or None for retrieval metrics only.
 
     Returns:
-        Flat metrics, e.g. ``test/gold/recall@5``, ``test_bm25/gold/recall@5``, ``test_fusion_rrf/gold/mrr@10``.
+        Flat metrics, e.g. ``test/gold/recall@5``, ``test_bm25/gold/recall@5``, ``test_fusion_rrf/gold/mrr@10``,
+        and with a reader ``test/rag/em``, ``test/rag/f1``.
     """
     if not data.eval:
         raise ValueError(f"data set {data.name!r} has no evaluation questions")
@@ -111,6 +136,9 @@ def evaluate_retriever(
         )
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
     _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
+    if reader is not None:
+        read = {prefix: runs[prefix] for prefix in cfg.get("reader_runs", [DENSE])}
+        metrics |= evaluate_reader(reader, read, data, cfg.get("reader_top_k", 5), run_dir)
     return metrics
 
 
