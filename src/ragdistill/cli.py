@@ -59,3 +59,10 @@ def eval_main(cfg: DictConfig) -> float | None:
     from ragdistill import pipeline
 
     return _metric(run_task(pipeline.evaluate, cfg), cfg)
+
+
+def report_main() -> int:
+    """``ragdistill-report PATH...``: compare finished runs in report.md/report.html (plain argparse, no Hydra)."""
+    from ragdistill.report.command import main
+
+    return main()
