@@ -92,6 +92,7 @@ def _score_teacher(
     if isinstance(teacher, DerivedTeacher):
         source_signals, metrics = _cached_scores(cfg, cfg.teacher.source, teacher.source, data, candidates)
         signals = teacher.derive(source_signals, data.train, data)
+        metrics |= teacher.metrics()  # the derived teacher's own figures (e.g. the ranker's), after deriving
     else:
         signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates)
     metrics |= teacher_quality(signals, data.train, data, candidates)

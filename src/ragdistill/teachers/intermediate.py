@@ -1,0 +1,213 @@
+"""Intermediate Distillation: LLM orders → a cross-encoder ranker (ListMLE) → the ranker's scores for the retriever.
+
+Stage 0 is the source teacher (an LLM's ranking of the K candidates: listwise generation, an API, or a
+pointwise LM score; only its order is used). Stage 1 trains :class:`~ragdistill.ranker.cross_encoder.
+CrossEncoderRanker` on those orders with ListMLE. Stage 2 scores every candidate with the ranker; the
+retriever then learns that distribution with KL (``loss=kl``).
+
+Stage 0 is cached like any teacher signal (its own config keys it, see :class:`DerivedTeacher`); the
+ranker is a cached artifact under ``<cache_dir>/rankers/<key>``, keyed by the stage-0 signals' content and
+the ranker settings, so a loss or student sweep trains it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
+from scipy.stats import kendalltau
+from torch.utils.data import DataLoader
+
+from ragdistill.data.datamodule import DistillationDataModule, SignalDataset, collate_groups
+from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.losses.listmle import ListMLELoss
+from ragdistill.ranker.cross_encoder import CrossEncoderRanker
+from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.teachers.cache import config_key
+from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.utils.predict import run_predict
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = "ranker_done.json"
+"""Written last into a ranker folder: its presence means the artifact is complete (with its figures)."""
+
+
+class IntermediateTeacher(DerivedTeacher):
+    """Distil an LLM's candidate orders through a cross-encoder ranker (arXiv:2406.12169).
+
+    Formula: stage 1 minimises ListMLE ``-Σ_k log softmax(r(q, d_π(k..K)))_1`` of the LLM's order π under the
+    ranker's scores ``r``; stage 2's signal is ``r(q, d)`` over the same K candidates (higher = better).
+
+    Args:
+        source: Stage 0, the LLM ranking (any teacher; only the order of its scores is read).
+        ranker_path: The ranker's backbone (packaged MiniLM by default; any hub id or folder).
+        max_length: Question + passage tokens the ranker reads.
+        epochs: Ranker training epochs over the stage-0 questions.
+        batch_size: Questions per ranker batch (each brings its K candidates).
+        lr: Ranker learning rate.
+        val_size: Stage-0 questions held out to measure the ranker (agreement with the LLM).
+        precision: Lightning precision of ranker training and scoring.
+        accelerator: Lightning accelerator.
+        cache_dir: Where trained rankers are kept (``<cache_dir>/rankers/<key>``).
+        seed: Seed of the split and the shuffles.
+    """
+
+    def __init__(
+        self,
+        source: Teacher,
+        ranker_path: str = "packaged:all-MiniLM-L6-v2",
+        max_length: int = 320,
+        epochs: int = 1,
+        batch_size: int = 8,
+        lr: float = 3e-5,
+        val_size: int = 100,
+        precision: str = "bf16-mixed",
+        accelerator: str = "auto",
+        cache_dir: str = ".cache/ragdistill",
+        seed: int = 0,
+    ) -> None:
+        if epochs < 1 or batch_size < 1 or val_size < 0:
+            raise ValueError(
+                f"teacher.epochs/batch_size must be >= 1, val_size >= 0; got {epochs}, {batch_size}, {val_size}"
+            )
+        self.source = source
+        self.ranker_path = ranker_path
+        self.max_length = max_length
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.val_size = val_size
+        self.seed = seed
+        self.precision = precision
+        self.accelerator = accelerator
+        self.cache_dir = Path(cache_dir)
+        self._figures: dict[str, float] = {}
+
+    def metrics(self) -> dict[str, float]:
+        """Stage 0's throughput figures and the ranker's: agreement with the LLM on held-out questions, time."""
+        return self.source.metrics() | self._figures
+
+    def derive(
+        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """Train (or load) the ranker on the stage-0 orders and return its scores over the same candidates."""
+        ordered = [s for s in signals if np.isfinite(s.scores).sum() >= 2]
+        if len(ordered) < len(signals):
+            logger.info(
+                "Intermediate: %d of %d questions have < 2 ranked candidates; left out",
+                len(signals) - len(ordered),
+                len(signals),
+            )
+        if not ordered:
+            raise ValueError("stage 0 ranked fewer than 2 candidates for every question: nothing to train a ranker on")
+        folder = self.cache_dir / "rankers" / self._key(ordered)
+        datamodule = DistillationDataModule(
+            ordered,
+            data,
+            self.batch_size,
+            None,
+            val_size=self.val_size,
+            seed=self.seed,
+        )
+        done = folder / DONE_FILE
+        if done.exists():
+            logger.info("Reusing the trained ranker <%s>", folder)
+            self._figures = json.loads(done.read_text()) | {"ranker/reused": 1.0}
+        else:
+            self._figures = self._train(datamodule, folder) | {"ranker/reused": 0.0}
+        ranker = CrossEncoderRanker(str(folder), max_length=self.max_length).eval()
+        held_out = self._score(ranker, datamodule.val_signals, data)
+        self._figures |= _agreement(datamodule.val_signals, held_out)
+        logger.info(
+            "Ranker vs LLM on %d held-out questions: top-1 agrees %.1f%%, Kendall τ %.3f",
+            len(held_out),
+            100 * self._figures.get("ranker/top1_agrees", float("nan")),
+            self._figures.get("ranker/kendall_tau", float("nan")),
+        )
+        return self._score(ranker, ordered, data)
+
+    def _key(self, signals: list[TeacherSignal]) -> str:
+        """What the ranker is a function of: the stage-0 signals' content and the ranker settings."""
+        digest = hashlib.sha256()
+        for s in signals:
+            digest.update(json.dumps([s.qid, list(s.candidate_ids), [float(x) for x in s.scores]]).encode())
+        settings = [self.ranker_path, self.max_length, self.epochs, self.batch_size, self.lr, self.val_size]
+        settings += [self.seed, self.precision]  # bf16 and float32 training give different rankers
+        return config_key({"ranker": settings, "stage0": digest.hexdigest()})
+
+    def _train(self, datamodule: DistillationDataModule, folder: Path) -> dict[str, float]:
+        """Fit the ranker on the stage-0 orders and save it atomically into ``folder``."""
+        pl.seed_everything(self.seed, workers=True)
+        ranker = CrossEncoderRanker(
+            self.ranker_path,
+            max_length=self.max_length,
+            loss=ListMLELoss(temperature=1.0),
+            lr=self.lr,
+            cache_dir=str(self.cache_dir),
+        )
+        trainer = pl.Trainer(
+            max_epochs=self.epochs,
+            accelerator=self.accelerator,
+            devices=1,
+            precision=self.precision,  # type: ignore[arg-type]
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        logger.info("Training the cross-encoder ranker on %d stage-0 orders", len(datamodule.train_signals))
+        start = time.perf_counter()
+        trainer.fit(ranker, datamodule=datamodule)
+        figures = {"runtime/ranker_fit_s": round(time.perf_counter() - start, 2)}
+        for split in ("train", "val"):
+            if (loss := trainer.callback_metrics.get(f"ranker_{split}/loss")) is not None:
+                figures[f"ranker/{split}_loss"] = float(loss)
+        tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ranker.save(tmp)
+        (tmp / DONE_FILE).write_text(json.dumps(figures))
+        shutil.rmtree(folder, ignore_errors=True)  # a folder without DONE_FILE is a crashed earlier attempt
+        os.replace(tmp, folder)
+        return figures
+
+    def _score(
+        self, ranker: CrossEncoderRanker, signals: list[TeacherSignal], data: RetrievalData
+    ) -> list[TeacherSignal]:
+        """The ranker's scores over each signal's judged candidates, as new signals."""
+        if not signals:
+            return []
+        dataset = SignalDataset(signals, data, None, self.seed)
+        loader = DataLoader(dataset, batch_size=4 * self.batch_size, shuffle=False, collate_fn=collate_groups)
+        scored = run_predict(ranker, loader, self.accelerator, self.precision, [RichProgressBar()])
+        rows = [row for batch in scored for row in batch.float().numpy()]
+        return [
+            TeacherSignal(item["qid"], item["pids"], np.asarray(row[: len(item["pids"])], dtype=np.float32))
+            for item, row in zip((dataset[i] for i in range(len(dataset))), rows, strict=True)
+        ]
+
+
+def _agreement(llm: list[TeacherSignal], ranker: list[TeacherSignal]) -> dict[str, float]:
+    """How well the ranker reproduces the LLM's orders: top-1 agreement and mean Kendall τ (held-out questions)."""
+    if not llm:
+        return {}
+    top1, taus = [], []
+    for teacher, student in zip(llm, ranker, strict=True):
+        by_id = dict(zip(teacher.candidate_ids, teacher.scores, strict=True))
+        llm_scores = np.array([by_id[pid] for pid in student.candidate_ids])
+        top1.append(float(np.argmax(llm_scores) == np.argmax(student.scores)))
+        tau = kendalltau(llm_scores, student.scores).statistic
+        if np.isfinite(tau):
+            taus.append(float(tau))
+    figures = {"ranker/top1_agrees": float(np.mean(top1)), "ranker/held_out": float(len(llm))}
+    if taus:
+        figures["ranker/kendall_tau"] = float(np.mean(taus))
+    return figures

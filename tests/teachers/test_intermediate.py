@@ -1,0 +1,59 @@
+"""Intermediate Distillation end to end with tiny models: stage 0 cached, the ranker trained once and reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragdistill.pipeline import train
+from ragdistill.teachers.intermediate import _agreement
+from ragdistill.teachers.signal import TeacherSignal
+
+
+def test_agreement_compares_orders_on_the_same_candidates():
+    llm = [TeacherSignal("q", ["a", "b", "c"], np.array([3.0, 2.0, 1.0], dtype=np.float32))]
+    same = [TeacherSignal("q", ["c", "a", "b"], np.array([0.1, 0.9, 0.5], dtype=np.float32))]
+    reversed_ = [TeacherSignal("q", ["a", "b", "c"], np.array([1.0, 2.0, 3.0], dtype=np.float32))]
+    assert _agreement(llm, same) == {"ranker/top1_agrees": 1.0, "ranker/held_out": 1.0, "ranker/kendall_tau": 1.0}
+    assert _agreement(llm, reversed_)["ranker/kendall_tau"] == pytest.approx(-1.0)
+    assert _agreement(llm, reversed_)["ranker/top1_agrees"] == 0.0
+
+
+def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
+    tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir
+):
+    overrides = [
+        "experiment=fixture_smoke",
+        "logger=csv",
+        "teacher=intermediate",
+        "lm=hf",
+        f"lm.path={tiny_lm_dir}",
+        f"retriever.path={tiny_encoder_dir}",
+        f"teacher.ranker_path={tiny_encoder_dir}",
+        "teacher.source.num_candidates=4",
+        "teacher.source.max_passage_tokens=48",
+        "teacher.source.precision=32-true",
+        "teacher.precision=32-true",
+        "teacher.max_length=64",
+        "teacher.val_size=4",
+        "loss=kl",
+        "datamodule.group_size=null",
+        "trainer.max_epochs=1",
+        "+trainer.max_steps=2",
+        "evaluate=false",
+    ]
+    first_cfg = compose_at("config", overrides, tmp_path / "first")
+    first_cfg.paths.cache_dir = str(tmp_path / "cache")
+    first, objects = train(first_cfg)
+    assert first["ranker/reused"] == 0.0 and first["runtime/ranker_fit_s"] > 0
+    assert -1.0 <= first["ranker/kendall_tau"] <= 1.0 and 0.0 <= first["ranker/top1_agrees"] <= 1.0
+    signals = objects["signals"]
+    assert signals and all(len(s.candidate_ids) == 4 and np.isfinite(s.scores).all() for s in signals)
+    assert len(list((tmp_path / "cache" / "rankers").iterdir())) == 1
+
+    second_cfg = compose_at("config", [*overrides, "loss=listnet"], tmp_path / "second")  # a loss sweep
+    second_cfg.paths.cache_dir = str(tmp_path / "cache")
+    second, again = train(second_cfg)
+    assert second["teacher/cache_shards_reused"] == second["teacher/cache_shards_total"]  # stage 0 not rerun
+    assert second["ranker/reused"] == 1.0  # stage 1 not retrained
+    assert [s.scores.tolist() for s in again["signals"]] == [s.scores.tolist() for s in signals]
