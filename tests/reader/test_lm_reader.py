@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from ragdistill.data.schemas import Passage, Question
+from ragdistill.models.generate import NewlineStop, left_pad
 from ragdistill.models.lm import LanguageModel
-from ragdistill.reader.lm_reader import LMReader, _NewlineStop, clean_answer, left_pad, write_answers
+from ragdistill.reader.lm_reader import LMReader, clean_answer, write_answers
 
 EXACT = {"precision": "32-true", "accelerator": "cpu"}
 
@@ -150,7 +151,7 @@ def test_generation_stops_once_a_row_has_a_newline_after_its_answer():
 
     prompt = [ord(c) for c in "Q?"]
     rows = torch.tensor([[*prompt, *map(ord, generated)] for generated in ("\na", "a\n", "ab")])
-    assert _NewlineStop(CharTokenizer(), start=2)(rows, None).tolist() == [False, True, False]
+    assert NewlineStop(CharTokenizer(), start=2)(rows, None).tolist() == [False, True, False]
 
 
 def test_unknown_prompt_fields_are_named():

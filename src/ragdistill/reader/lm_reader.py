@@ -27,18 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.evaluation.metrics import has_answer
 from ragdistill.evaluation.qa import exact_match, token_f1
+from ragdistill.models.generate import generate_greedy
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.lm_inputs import PromptBuilder, PromptTemplate
-from ragdistill.teachers.lm_runner import LMPredictor, LMRunSettings, PassageRate, bucket_batches
+from ragdistill.teachers.lm_runner import LMRunSettings
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +71,6 @@ def clean_answer(text: str) -> str:
         The answer (``""`` when the generation is blank).
     """
     return text.lstrip().split("\n", 1)[0].strip()
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Pad token rows on the left, so every row's last real token sits in the last column.
-
-    Returns:
-        ``input_ids`` ``[B, T]`` and ``attention_mask`` ``[B, T]`` (1 on real tokens).
-    """
-    width = max((len(r) for r in rows), default=0)
-    input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return input_ids, attention_mask
 
 
 class LMReader:
@@ -211,49 +195,16 @@ class LMReader:
             sum(p.cut for p in prompts),
             sum(len(ps) for ps in passages) - sum(p.passages for p in prompts),
         )
-        lengths = [len(p.ids) + self.max_new_tokens for p in prompts]
-        batches = bucket_batches(lengths, self.settings.max_batch_tokens, self.settings.max_batch_size)
-        pad_id = self.lm.tokenizer.pad_token_id
-        if pad_id is None:
-            raise ValueError(f"the tokenizer of {self.lm.name} has neither a pad nor an eos token; batches need one")
-        # batch_size=None: each item is one precomputed index batch, collated by collate_fn
-        loader: DataLoader[list[int]] = DataLoader(
-            batches,  # type: ignore[arg-type]
-            batch_size=None,
-            collate_fn=lambda rows: _collate(rows, prompts, pad_id),
+        texts = generate_greedy(
+            self.lm,
+            [p.ids for p in prompts],
+            self.max_new_tokens,
+            self.settings,
+            stop_at_newline=True,
+            units=[p.passages for p in prompts],
+            description="Reader answering",
         )
-        rate = PassageRate("Reader answering", sum(p.passages for p in prompts))
-        predictor = LMPredictor(self.lm.model, self._generate)
-        predictor.train(self.lm.model.training)  # run_predict restores the wrapper's mode, and with it the LM's
-        outputs = run_predict(predictor, loader, self.settings.accelerator, self.settings.precision, [rate])
-        answers: dict[int, str] = {}
-        for keys, values in outputs:
-            answers.update(zip(keys, values, strict=True))
-        return [answers[i] for i in range(len(prompts))]
-
-    def _generate(self, model: nn.Module, batch: dict[str, Any]) -> list[str]:
-        """Greedy answers of one left-padded batch (the step :class:`LMPredictor` runs)."""
-        from transformers import StoppingCriteriaList
-
-        tokenizer = self.lm.tokenizer
-        seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-        start = 1 if seq2seq else batch["input_ids"].shape[1]  # the decoder start token, or the prompt
-        stops = _eos_ids(model, tokenizer)
-        output = model.generate(  # type: ignore[operator]
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=sorted(stops) or None,
-            stopping_criteria=StoppingCriteriaList([_NewlineStop(tokenizer, start)]),
-        )
-        answers = []
-        for row in output[:, start:].tolist():
-            ids = next((row[:i] for i, token in enumerate(row) if token in stops), row)  # eos, then padding
-            answers.append(clean_answer(tokenizer.decode(ids, skip_special_tokens=True)))
-        return answers
+        return [clean_answer(text) for text in texts]
 
     def _prompt_builder(self) -> PromptBuilder:
         """The LM teachers' builder (same chat wrap and bos rule), made once.
@@ -316,42 +267,6 @@ def write_answers(
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     logger.info("Wrote %d reader answers to <%s>", len(records), path)
     return records
-
-
-class _NewlineStop:
-    """Stop a row once its generation, leading whitespace skipped, holds a newline (a ``StoppingCriteria``).
-
-    Decoding the few generated tokens each step costs microseconds next to a forward pass, and finds a
-    newline inside any token (``.`` and a newline merged into one), which a list of stop ids would have to
-    enumerate over the whole vocabulary.
-    """
-
-    def __init__(self, tokenizer: Any, start: int) -> None:
-        self.tokenizer = tokenizer
-        self.start = start
-
-    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return torch.tensor(["\n" in t.lstrip() for t in texts], dtype=torch.bool, device=input_ids.device)
-
-
-def _eos_ids(model: nn.Module, tokenizer: Any) -> set[int]:
-    """The model's and the tokenizer's end-of-sequence ids (chat models often end turns with their own)."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    ids.discard(None)
-    return ids
-
-
-def _collate(rows: list[int], prompts: Sequence[ReaderPrompt], pad_id: int) -> dict[str, Any]:
-    input_ids, attention_mask = left_pad([prompts[i].ids for i in rows], pad_id)
-    return {
-        "keys": list(rows),
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "n_passages": sum(prompts[i].passages for i in rows),
-    }
 
 
 def _template(prompt: PromptTemplate | Mapping[str, str] | None) -> PromptTemplate:

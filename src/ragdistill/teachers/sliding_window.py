@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+RankWindows = Callable[[list[tuple[int, list[int]]]], Sequence[list[int] | None]]
+"""Ranks one window of several lists: ``[(list index, items shown)] -> [reordering or None]``."""
+
 RankWindow = Callable[[list[int]], list[int] | None]
 """Rank the given items (indices into the full list): return them most relevant first, or ``None`` to keep
 their order (the LLM's answer was dropped)."""
@@ -77,17 +80,46 @@ def sliding_window_rank(n: int, rank_window: RankWindow, window: int = 20, step:
             reordering of the items it was given (a bug in the caller's glue, not an LLM error: parse and
             repair the LLM's text before returning).
     """
-    order = list(range(n))
-    for start, end in window_spans(n, window, step):
-        shown = order[start:end]
-        ranked = rank_window(list(shown))
-        if ranked is None:
-            continue
-        ranked = list(ranked)
-        if sorted(ranked) != sorted(shown):
-            raise ValueError(f"rank_window({shown}) returned {ranked}, which is not a reordering of its input")
-        order[start:end] = ranked
-    return order
+    return sliding_window_rank_many([n], lambda asked: [rank_window(shown) for _, shown in asked], window, step)[0]
+
+
+def sliding_window_rank_many(
+    sizes: Sequence[int], rank_windows: RankWindows, window: int = 20, step: int = 10
+) -> list[list[int]]:
+    """:func:`sliding_window_rank` over many lists at once, so an LLM gets each window position as one batch.
+
+    Args:
+        sizes: Items per list (each starts in first-stage order ``0..n-1``).
+        rank_windows: Called once per window position with ``(list index, items shown)`` for every list that
+            has that window; returns each window's reordering, or ``None`` to keep its order.
+        window: Items per window.
+        step: Shift between windows.
+
+    Returns:
+        One final order per list.
+
+    Raises:
+        ValueError: As :func:`sliding_window_rank`.
+    """
+    orders = [list(range(n)) for n in sizes]
+    spans = [window_spans(n, window, step) for n in sizes]
+    for depth in range(max((len(s) for s in spans), default=0)):
+        asked = [
+            (i, orders[i][spans[i][depth][0] : spans[i][depth][1]]) for i in range(len(sizes)) if depth < len(spans[i])
+        ]
+        answers = rank_windows([(i, list(shown)) for i, shown in asked])
+        if len(answers) != len(asked):
+            raise ValueError(f"rank_windows answered {len(answers)} of {len(asked)} windows")
+        for (i, shown), ranked in zip(asked, answers, strict=True):
+            if ranked is None:
+                continue
+            if sorted(ranked) != sorted(shown):
+                raise ValueError(
+                    f"rank_window({shown}) returned {list(ranked)}, which is not a reordering of its input"
+                )
+            start, end = spans[i][depth]
+            orders[i][start:end] = list(ranked)
+    return orders
 
 
 @dataclass(frozen=True)

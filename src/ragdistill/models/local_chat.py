@@ -1,0 +1,70 @@
+"""Chat completions from a local LM, with the same call as the OpenAI-compatible client (``complete_many``).
+
+A listwise ranking teacher talks to "a chat model"; this lets it use the packaged SmolLM2 (or any hub id or
+folder) on the machine, and :class:`~ragdistill.models.chat_api.ChatClient` for a served LLM, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ragdistill.models.generate import generate_greedy
+from ragdistill.models.lm import LanguageModel
+from ragdistill.teachers.lm_runner import LMRunSettings
+
+Messages = Sequence[dict[str, str]]
+
+
+class LocalChat:
+    """Greedy chat completions of a local LM, batched by length (:func:`~ragdistill.models.generate.generate_greedy`).
+
+    Args:
+        lm: The LM; it needs a chat template (instruct models ship one).
+        max_new_tokens: Tokens generated per answer (a ranking of 20 passages as ``[i] > [j]`` takes ~100).
+        max_batch_tokens: Padded tokens per batch (memory bound; answers do not depend on it).
+        max_batch_size: Conversations per batch at most.
+        precision: Lightning precision (``32-true`` keeps answers independent of the batch).
+        accelerator: Lightning accelerator.
+    """
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        max_new_tokens: int = 128,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 16,
+        precision: str = "32-true",
+        accelerator: str = "auto",
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.lm = lm
+        self.max_new_tokens = max_new_tokens
+        self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
+
+    def complete_many(
+        self, requests: Sequence[Messages], description: str = "Chat completions", **params: Any
+    ) -> list[str]:
+        """One greedy answer per conversation, in order.
+
+        Raises:
+            ValueError: If the LM has no chat template, or generation parameters are given (decoding here is
+                greedy; sampling settings would be silently ignored otherwise).
+        """
+        if params:
+            raise ValueError(f"LocalChat decodes greedily; it takes no generation parameters, got {sorted(params)}")
+        tokenizer = self.lm.tokenizer
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(f"{self.lm.name} has no chat template: a listwise ranking prompt needs an instruct model")
+        texts = [tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False) for m in requests]
+        # the template writes any bos itself: tokenize without adding special tokens again
+        prompts = [tokenizer(str(text), add_special_tokens=False)["input_ids"] for text in texts]
+        window = getattr(self.lm.model.config, "max_position_embeddings", None)
+        longest = max((len(p) for p in prompts), default=0)
+        if window is not None and longest + self.max_new_tokens > window:
+            raise ValueError(
+                f"a chat prompt has {longest} tokens + {self.max_new_tokens} to generate, over {self.lm.name}'s "
+                f"window of {window}: show fewer passages per window or truncate them"
+            )
+        return generate_greedy(self.lm, prompts, self.max_new_tokens, self.settings, description=description)
