@@ -20,6 +20,7 @@ from scipy.stats import kendalltau
 from teacher_positions import cached_signals
 
 from ragdistill.data.squad import load_squad_open
+from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.teachers.signal import TeacherSignal
@@ -66,10 +67,7 @@ def main() -> None:
         "| ranks the pools | top-1 is gold | top-1 = teacher's top-1 | Kendall τ with the teacher |",
         "|---|---|---|---|",
     ]
-    teacher_hits = [s for s in signals if set(questions[s.qid].gold_ids) & set(s.candidate_ids)]
-    teacher_top1 = np.mean(
-        [s.candidate_ids[int(np.argmax(s.scores))] in questions[s.qid].gold_ids for s in teacher_hits]
-    )
+    teacher_top1 = teacher_quality(signals, data.train, data)["teacher/top1_gold"]
     rows.append(f"| the teacher | {teacher_top1:.3f} | 1.000 | 1.000 |")
     for path in args.retriever:
         figures = pool_figures(BiEncoder(path=path).eval(), signals, questions, texts)

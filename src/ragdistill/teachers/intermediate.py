@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -186,12 +187,19 @@ class IntermediateTeacher(DerivedTeacher):
         if not signals:
             return []
         dataset = SignalDataset(signals, data, None, self.seed)
-        loader = DataLoader(dataset, batch_size=4 * self.batch_size, shuffle=False, collate_fn=collate_groups)
+        items = [dataset[i] for i in range(len(dataset))]  # built once: batched for the ranker, read back for ids
+        # a list is a map-style dataset (as the LM runner's batches are)
+        loader: DataLoader[dict[str, Any]] = DataLoader(
+            items,  # type: ignore[arg-type]
+            batch_size=4 * self.batch_size,
+            shuffle=False,
+            collate_fn=collate_groups,
+        )
         scored = run_predict(ranker, loader, self.accelerator, self.precision, [RichProgressBar()])
         rows = [row for batch in scored for row in batch.float().numpy()]
         return [
             TeacherSignal(item["qid"], item["pids"], np.asarray(row[: len(item["pids"])], dtype=np.float32))
-            for item, row in zip((dataset[i] for i in range(len(dataset))), rows, strict=True)
+            for item, row in zip(items, rows, strict=True)
         ]
 
 
