@@ -49,15 +49,20 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
     fusion = _fusion(cfg)
     if fusion is not None and fusion not in FUSION_METHODS:
         raise ValueError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
-    top_k = cfg.get("reader_top_k", 5)
+    top_k, reader_runs = _reader_settings(cfg)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
     known = _run_prefixes(cfg)
-    unknown = [p for p in cfg.get("reader_runs", [DENSE]) if p not in known]
+    unknown = [p for p in reader_runs if p not in known]
     if unknown:
         raise ValueError(
             f"evaluation.reader_runs names runs {unknown} this evaluation does not make; choose from {known}"
         )
+
+
+def _reader_settings(cfg: DictConfig) -> tuple[int, list[str]]:
+    """``evaluation.reader_top_k`` and ``reader_runs``, with their defaults for configs written before them."""
+    return cfg.get("reader_top_k", 5), list(cfg.get("reader_runs", [DENSE]))
 
 
 def _run_prefixes(cfg: DictConfig) -> list[str]:
@@ -137,8 +142,8 @@ def evaluate_retriever(
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
     _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
     if reader is not None:
-        read = {prefix: runs[prefix] for prefix in cfg.get("reader_runs", [DENSE])}
-        metrics |= evaluate_reader(reader, read, data, cfg.get("reader_top_k", 5), run_dir)
+        top_k, reader_runs = _reader_settings(cfg)
+        metrics |= evaluate_reader(reader, {prefix: runs[prefix] for prefix in reader_runs}, data, top_k, run_dir)
     return metrics
 
 
