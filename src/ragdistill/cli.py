@@ -39,8 +39,14 @@ def run_task(
 
 
 def _metric(metrics: dict[str, float], cfg: DictConfig) -> float | None:
+    """Return ``metrics[cfg.optimized_metric]``, the value a sweeper optimises (Optuna reads the return value)."""
     name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    if not name:
+        return None
+    if name not in metrics:  # e.g. evaluate=false: a search would fail on None, so say which key was missing
+        logger.warning("optimized_metric <%s> is not among this run's metrics (see metrics.json)", name)
+        return None
+    return float(metrics[name])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")

@@ -21,7 +21,7 @@ from pytorch_lightning.loggers import Logger
 from ragdistill.candidates.base import CandidateGenerator, RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.config_check import check_config
-from ragdistill.data.schemas import RetrievalData
+from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_retriever, needs_bm25
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
@@ -29,7 +29,10 @@ from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import SignalCache, score_with_cache
 from ragdistill.teachers.signal import TeacherSignal
-from ragdistill.utils.run_info import job_config, save_run_info
+from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.dashboards import build_loggers, log_run_outputs
+from ragdistill.utils.distributed import is_global_zero
+from ragdistill.utils.run_info import save_run_info
 from ragdistill.utils.timing import StageTimer
 
 logger = logging.getLogger(__name__)
@@ -65,9 +68,14 @@ def _bm25_baseline(
 
 
 def _cached_scores(
-    cfg: DictConfig, teacher_cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
+    cfg: DictConfig,
+    teacher_cfg: DictConfig,
+    teacher: Teacher,
+    data: RetrievalData,
+    candidates: dict[str, RankedList],
+    questions: list[Question],
 ) -> tuple[list[TeacherSignal], dict[str, float]]:
-    """Score the training questions with ``teacher`` (configured by ``teacher_cfg``), reusing cached shards.
+    """Score ``questions`` with ``teacher`` (configured by ``teacher_cfg``), reusing cached shards.
 
     The cache key is the resolved teacher config (which holds its LM's config) plus the fingerprint of the
     teacher's models; each shard is further addressed by the questions, candidates and passage texts it
@@ -77,7 +85,7 @@ def _cached_scores(
     if cfg.get("cache_teacher", True):
         parts = {"teacher": OmegaConf.to_container(teacher_cfg, resolve=True), **teacher.cache_identity()}
         cache = SignalCache.from_parts(Path(cfg.paths.cache_dir), parts)
-    signals, stats = score_with_cache(teacher, data.train, candidates, data, cache)
+    signals, stats = score_with_cache(teacher, questions, candidates, data, cache)
     return signals, stats.metrics() | teacher.metrics()
 
 
@@ -90,11 +98,12 @@ def _score_teacher(
     (``cfg.teacher.source``), so it shares them with a run of that teacher alone; deriving is cheap.
     """
     if isinstance(teacher, DerivedTeacher):
-        source_signals, metrics = _cached_scores(cfg, cfg.teacher.source, teacher.source, data, candidates)
-        signals = teacher.derive(source_signals, data.train, data)
+        asked = teacher.source_questions(data.train)
+        source_signals, metrics = _cached_scores(cfg, cfg.teacher.source, teacher.source, data, candidates, asked)
+        signals = teacher.derive(source_signals, data.train, candidates, data)
         metrics |= teacher.metrics()  # the derived teacher's own figures (e.g. the ranker's), after deriving
     else:
-        signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates)
+        signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates, data.train)
     metrics |= teacher_quality(signals, data.train, data, candidates)
     logger.info(
         "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
@@ -109,8 +118,10 @@ def _reader(cfg: DictConfig) -> Any:
 
 
 def _finish(metrics: dict[str, float], loggers: list[Logger], run_dir: Path, step: int) -> dict[str, float]:
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    logger.info("Wrote <%s>", run_dir / "metrics.json")
+    if is_global_zero():  # under DDP every rank holds the same metrics; one writes them
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        logger.info("Wrote <%s>", run_dir / "metrics.json")
+    log_run_outputs(loggers, run_dir, metrics)
     for lg in loggers:
         lg.log_metrics(metrics, step=step)
         lg.finalize("success")
@@ -161,9 +172,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     with timer("teacher"):
         signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
 
-    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(job_config(cfg), resolve=True))  # type: ignore[arg-type]
+    loggers: list[Logger] = build_loggers(cfg)
     datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
     callbacks = instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data)
     trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
@@ -186,7 +195,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
     run_dir, timer, data = _start(cfg)
     retriever: BiEncoder = _build(cfg, "retriever")
-    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    loggers: list[Logger] = build_loggers(cfg)
     with _finalize_loggers_on_failure(loggers), timer("evaluate"):
         bm25 = _bm25_baseline(cfg, data)
         metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25, _reader(cfg))

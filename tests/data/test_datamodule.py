@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.data.datamodule import DistillationDataModule, select_group
+from ragdistill.data.datamodule import DistillationDataModule, EpochSampler, select_group
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.teachers.signal import TeacherSignal
 
@@ -92,3 +92,23 @@ def test_group_size_none_takes_every_candidate_and_pads_to_the_batch():
     batch = next(iter(module.train_dataloader()))
     assert batch["teacher_scores"].shape == (4, 6)
     assert sorted(batch["group_mask"].sum(dim=1).tolist()) == [3, 4, 5, 6]
+
+
+def test_ddp_ranks_share_each_epoch_and_still_get_new_negatives():
+    data = _data(20)
+    signals = [_signal(q.id, n=8) for q in data.train]
+    module = DistillationDataModule(signals, data, batch_size=20, group_size=3, val_size=4, seed=0)
+    dataset = module.train_dataloader().dataset
+
+    def epoch_order(epoch, replicas, rank):
+        sampler = EpochSampler(dataset, seed=0, num_replicas=replicas, rank=rank)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    for epoch in (0, 1):
+        ranks = [epoch_order(epoch, 2, rank) for rank in (0, 1)]
+        alone = epoch_order(epoch, 1, 0)
+        assert sorted(alone) == list(range(16))  # 16 training signals
+        assert ranks == [alone[0::2], alone[1::2]]  # the one-process order, dealt out
+        assert dataset.epoch == epoch  # negatives follow the epoch on every rank
+    assert epoch_order(0, 2, 0) != epoch_order(1, 2, 0)

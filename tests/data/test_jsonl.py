@@ -281,3 +281,31 @@ def test_subsampling_more_than_available_keeps_all_and_warns(
 def test_subsampling_rejects_negative_n() -> None:
     with pytest.raises(ValueError, match="n_eval"):
         sample_questions([Question(id="q", text="?")], -1, 0, split="eval")
+
+
+def test_dialogue_turns_are_joined_one_per_line(tmp_path: Path) -> None:
+    record = {"id": "d1", "turns": ["Hi!", "Hello, how can I help?", "Hi!"], "gold_ids": ["p1"]}
+    questions = write_jsonl(tmp_path / "eval.jsonl", [record])
+    [dialogue] = read_questions(questions, {"p1"})
+    assert dialogue.text == "Hi!\nHello, how can I help?\nHi!" and dialogue.gold_ids == ("p1",)  # repeats kept
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": "d1", "turns": ["a"], "question": "b"}, "not both"),
+        ({"id": "d1", "turns": []}, "non-empty list of non-empty strings"),
+        ({"id": "d1", "turns": ["a", " "]}, "item 1 is an empty string"),
+    ],
+)
+def test_bad_dialogue_turns_are_refused(tmp_path: Path, record: dict[str, Any], message: str) -> None:
+    questions = write_jsonl(tmp_path / "eval.jsonl", [record])
+    with raises_at(questions, 1, message):
+        read_questions(questions, set())
+
+
+def test_the_shipped_dialogue_fixture_loads() -> None:
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "dialogue"
+    data = load_jsonl_data(folder / "corpus.jsonl", folder / "train.jsonl", folder / "eval.jsonl", name="dialogue")
+    assert len(data.corpus) == 20 and len(data.train) == 11 and len(data.eval) == 5
+    assert all(q.text.count("\n") == 2 and q.gold_ids for q in data.train + data.eval)

@@ -173,3 +173,72 @@ def test_load_meta_mismatch(saved: Path) -> None:
     (saved / META_FILE).write_text(json.dumps({**meta, "dim": 9}), encoding="utf-8")
     with pytest.raises(ValueError, match="dim=9"):
         FaissIndex.load(saved)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_sharded_flat_returns_the_unsharded_top_k(metric: str) -> None:
+    x, q = _clustered(301, 16, n_clusters=12)  # 301 rows over 4 shards: blocks of 76, 75, 75, 75
+    single = FaissIndex("flat", metric=metric)
+    single.build(x, _ids(len(x)))
+    sharded = FaissIndex("flat", metric=metric, shards=4)
+    sharded.build(x, _ids(len(x)))
+
+    assert "shards=4" in repr(sharded) and len(sharded) == 301
+    for k in (1, 10, 301):
+        want_scores, want_ids = single.search(q, k)
+        got_scores, got_ids = sharded.search(q, k)
+        assert got_ids == want_ids
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "min_recall"), [("hnsw", 0.95), ("ivfpq", 0.7)])
+def test_sharded_approximate_kinds_recall_against_flat(kind: str, min_recall: float) -> None:
+    x, q = _clustered(4000, 32, n_clusters=40)
+    exact = FaissIndex("flat")
+    exact.build(x, _ids(len(x)))
+    sharded = FaissIndex(kind, ivf_nlist=32, pq_m=16, nprobe=16, shards=3)
+    sharded.build(x, _ids(len(x)))
+
+    _, truth = exact.search(q, 10)
+    _, found = sharded.search(q, 10)
+
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall >= min_recall, f"sharded {kind} recall@10 vs flat = {recall:.3f}"
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivfpq"])
+def test_sharded_save_load_roundtrip_replaces_an_earlier_save(tmp_path: Path, kind: str) -> None:
+    x, q = _clustered(1000, 16, n_clusters=10)
+    index = FaissIndex(kind, ivf_nlist=8, pq_m=8, nprobe=4, shards=3)
+    index.build(x, _ids(len(x)))
+    first = FaissIndex(kind, ivf_nlist=8, pq_m=8, shards=1)
+    first.build(x, _ids(len(x)))
+    first.save(tmp_path / "idx")  # an unsharded save in the same folder, replaced below
+    index.save(tmp_path / "idx")
+
+    files = sorted(p.name for p in (tmp_path / "idx").glob("*.faiss"))
+    assert files == ["index-00000.faiss", "index-00001.faiss", "index-00002.faiss"]
+    loaded = FaissIndex.load(tmp_path / "idx")
+    assert (loaded.shards, loaded.nprobe, len(loaded)) == (3, 4, 1000)
+    want_scores, want_ids = index.search(q, 10)
+    got_scores, got_ids = loaded.search(q, 10)
+    assert got_ids == want_ids
+    np.testing.assert_allclose(got_scores, want_scores)
+
+
+def test_sharded_load_names_a_missing_shard(tmp_path: Path) -> None:
+    index = FaissIndex(shards=2)
+    index.build(np.eye(8, dtype=np.float32), _ids(8))
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx" / "index-00001.faiss").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing index-00001\.faiss"):
+        FaissIndex.load(tmp_path / "idx")
+
+
+def test_more_shards_than_passages_are_clamped(caplog: pytest.LogCaptureFixture) -> None:
+    index = FaissIndex(shards=8)
+    with caplog.at_level(logging.WARNING, logger="ragdistill.index.faiss_index"):
+        index.build(np.eye(3, dtype=np.float32), _ids(3))
+    assert "using 3 shards" in caplog.text
+    _, ids = index.search(np.eye(3, dtype=np.float32), 1)
+    assert ids == [["p0"], ["p1"], ["p2"]]

@@ -57,3 +57,13 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     assert second["teacher/cache_shards_reused"] == second["teacher/cache_shards_total"]  # stage 0 not rerun
     assert second["ranker/reused"] == 1.0  # stage 1 not retrained
     assert [s.scores.tolist() for s in again["signals"]] == [s.scores.tolist() for s in signals]
+
+    # the LLM ranks only the first 20 questions (a prefix: its cached shards are reused); the ranker
+    # still labels every training question
+    few_cfg = compose_at("config", [*overrides, "teacher.llm_questions=20"], tmp_path / "few")
+    few_cfg.paths.cache_dir = str(tmp_path / "cache")
+    few, few_objects = train(few_cfg)
+    assert few["ranker/llm_questions"] == 20 and few["ranker/train_questions"] == 16  # 4 held out
+    assert few.get("teacher/passages", 0) <= 4 * 20  # the LLM read at most the 20 questions' candidates
+    assert {s.qid for s in few_objects["signals"]} == {s.qid for s in signals}
+    assert few["ranker/reused"] == 0.0  # a different stage 0 set: a different ranker

@@ -87,13 +87,26 @@ def test_local_lm_ranks_through_its_chat_template(data, bert_tokenizer, build_ti
     assert answers[0] == answers[1]  # greedy
 
 
-def test_local_chat_refuses_a_model_without_chat_template_and_sampling_params(bert_tokenizer, build_tiny_llama):
+def test_local_chat_refuses_a_model_without_chat_template_and_unknown_params(bert_tokenizer, build_tiny_llama):
     lm = LanguageModel.from_objects(build_tiny_llama(bert_tokenizer), bert_tokenizer, name="tiny-plain")
     chat = LocalChat(lm, max_new_tokens=4)
     with pytest.raises(ValueError, match="no chat template"):
         chat.complete_many([[{"role": "user", "content": "hi"}]])
-    with pytest.raises(ValueError, match="greedily"):
-        chat.complete_many([[{"role": "user", "content": "hi"}]], temperature=0.7)
+    with pytest.raises(ValueError, match="takes only temperature, top_p and seed"):
+        chat.complete_many([[{"role": "user", "content": "hi"}]], frequency_penalty=0.5)
+
+
+def test_local_chat_samples_with_a_temperature_reproducibly_by_seed(bert_tokenizer, build_tiny_llama):
+    tokenizer = copy.deepcopy(bert_tokenizer)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    lm = LanguageModel.from_objects(build_tiny_llama(tokenizer), tokenizer, name="tiny-chat")
+    chat = LocalChat(lm, max_new_tokens=12, precision="32-true", accelerator="cpu")
+    requests = [[{"role": "user", "content": "write something"}]] * 4
+    first = chat.complete_many(requests, temperature=1.0, top_p=1.0, seed=3)
+    assert len(set(first)) > 1  # four draws from one prompt differ (greedy would repeat one answer)
+    assert chat.complete_many(requests, temperature=1.0, top_p=1.0, seed=3) == first
+    assert chat.complete_many(requests, temperature=1.0, top_p=1.0, seed=4) != first
+    assert len(set(chat.complete_many(requests, temperature=0))) == 1  # temperature 0 = greedy
 
 
 def test_api_chat_config_builds_a_client_with_the_key_from_the_environment(compose_cfg, monkeypatch):
@@ -101,7 +114,7 @@ def test_api_chat_config_builds_a_client_with_the_key_from_the_environment(compo
 
     from ragdistill.models.chat_api import ChatClient
 
-    overrides = ["teacher=llm_ranking", "teacher/chat=api", "teacher.chat.model=smollm2"]
+    overrides = ["teacher=llm_ranking", "teacher/chat@teacher=api", "teacher.chat.model=smollm2"]
     cfg = compose_cfg("config", overrides)
     assert cfg.teacher.generation.temperature == 0  # deterministic answers from a served LLM
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

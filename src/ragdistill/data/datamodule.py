@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
@@ -88,23 +88,31 @@ class SignalDataset(Dataset):
         }
 
 
-class EpochSampler(RandomSampler):
-    """A seeded shuffle that Lightning re-seeds each epoch and that tells the dataset the epoch.
+class EpochSampler(DistributedSampler):
+    """A seeded shuffle, dealt out over the ranks of a distributed run, that tells the dataset the epoch.
 
     Lightning calls ``set_epoch`` on a loader's sampler before every epoch, before workers copy the
-    dataset, so each epoch gets a new, reproducible order and new negatives.
+    dataset, so each epoch gets a new, reproducible order and new negatives. On one process the order is
+    a permutation seeded with ``seed + epoch`` (as a seeded ``RandomSampler``); under DDP each rank takes
+    every ``num_replicas``-th index of that same permutation (padded to equal counts). Being a
+    ``DistributedSampler``, it is kept by Lightning, whose own replacement would never advance the
+    dataset's epoch (same negatives every epoch).
+
+    Args:
+        dataset: The training items.
+        seed: Seed of the shuffle (the epoch is added).
+        num_replicas: Ranks sharing the epoch (the trainer's world size).
+        rank: This process's global rank.
     """
 
-    def __init__(self, dataset: SignalDataset, seed: int) -> None:
-        super().__init__(dataset, generator=torch.Generator().manual_seed(seed))
-        self.dataset = dataset
-        self.seed = seed
+    def __init__(self, dataset: SignalDataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.signals = dataset
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the shuffle and the dataset's negative sampling for ``epoch``."""
-        assert self.generator is not None
-        self.generator.manual_seed(self.seed + epoch)
-        self.dataset.epoch = epoch
+        super().set_epoch(epoch)
+        self.signals.epoch = epoch
 
 
 def _pad(rows: list[list[Any]], width: int, fill: Any) -> list[list[Any]]:
@@ -184,11 +192,16 @@ class DistillationDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(dataset, self.seed),
+            sampler=EpochSampler(dataset, self.seed, *self._ranks()),
             collate_fn=collate_groups,
             num_workers=self.num_workers,
             drop_last=len(self.train_signals) > self.batch_size,
         )
+
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, global rank) of the trainer using this module; one process without a trainer."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def val_dataloader(self) -> DataLoader:
         """The held-out signals in a fixed order with fixed negatives."""

@@ -1,7 +1,9 @@
 """Load a user's own corpus and questions from JSON Lines files (the format of docs/data_format.md).
 
 Corpus line: ``{"id": str, "text": str, "title": str (optional)}``.
-Question line: ``{"id": str, "question": str, "answers": [str] (optional), "gold_ids": [str] (optional)}``.
+Question line: ``{"id": str, "question": str, "answers": [str] (optional), "gold_ids": [str] (optional)}``;
+for dialogue data ``"turns": [str]`` (the context, oldest first) instead of ``"question"``, the responses
+being the corpus.
 
 Every fault in the files raises :class:`DataValidationError` naming the file, the line and,
 where it applies, the field and the expected type, because a user's first run with their own
@@ -114,7 +116,7 @@ def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
     for line, record in read_jsonl_records(path):
         question = Question(
             id=_non_empty_string(record, "id", path, line),
-            text=_non_empty_string(record, "question", path, line),
+            text=_question_text(record, path, line),
             answers=_string_list(record, "answers", path, line),
             gold_ids=_string_list(record, "gold_ids", path, line),
         )
@@ -124,6 +126,22 @@ def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
                 raise DataValidationError(path, f"gold id {gold_id!r} is not a passage id of the corpus", line)
         questions.append(question)
     return questions
+
+
+def _question_text(record: Record, path: PathArg, line: int) -> str:
+    """The ``question``, or a dialogue context's ``turns`` joined one per line (exactly one of the two)."""
+    if "turns" not in record:
+        return _non_empty_string(record, "question", path, line)
+    if "question" in record:
+        raise DataValidationError(path, "give one of 'question' (a string) and 'turns' (dialogue), not both", line)
+    turns = _string_list(record, "turns", path, line, unique=False)  # a dialogue may repeat a turn ("ok")
+    if not turns:
+        raise DataValidationError(path, "field 'turns' must be a non-empty list of non-empty strings", line)
+    return DIALOGUE_TURN_SEPARATOR.join(turns)
+
+
+DIALOGUE_TURN_SEPARATOR = "\n"
+"""How a dialogue context's turns are joined into the text the retriever and the LM read."""
 
 
 def read_jsonl_records(path: PathArg) -> list[tuple[int, Record]]:
@@ -195,7 +213,7 @@ def _optional_string(record: Record, field: str, path: PathArg, line: int) -> st
     return value
 
 
-def _string_list(record: Record, field: str, path: PathArg, line: int) -> tuple[str, ...]:
+def _string_list(record: Record, field: str, path: PathArg, line: int, unique: bool = True) -> tuple[str, ...]:
     value = record.get(field)
     if value is None:
         return ()
@@ -211,7 +229,7 @@ def _string_list(record: Record, field: str, path: PathArg, line: int) -> tuple[
         if not item.strip():
             # An empty answer would be "contained" in every passage and count as a hit.
             raise DataValidationError(path, f"field {field!r} item {index} is an empty string", line)
-    return tuple(dict.fromkeys(value))
+    return tuple(dict.fromkeys(value)) if unique else tuple(value)
 
 
 def _check_unique(item_id: str, kind: str, first_line: dict[str, int], path: PathArg, line: int) -> None:

@@ -57,17 +57,33 @@ class RetrievalData:
     train: list[Question]
     eval: list[Question]
     _by_id: dict[str, Passage] = field(default_factory=dict, init=False, repr=False)
+    _training_only: dict[str, Passage] = field(default_factory=dict, init=False, repr=False)
 
     def passage(self, pid: str) -> Passage:
-        """Return the passage with id ``pid``; raise ``KeyError`` naming it if unknown."""
+        """Return the passage with id ``pid`` (corpus or training-only); raise ``KeyError`` naming it if unknown."""
+        found = self._corpus_by_id().get(pid) or self._training_only.get(pid)
+        if found is None:
+            raise KeyError(f"unknown passage id {pid!r} (corpus {self.name!r} has {len(self.corpus)} passages)")
+        return found
+
+    def add_training_passages(self, passages: list[Passage]) -> None:
+        """Make ``passages`` readable by id for training only (e.g. G2R's generated positives).
+
+        They are never part of :attr:`corpus`, so no index and no evaluation sees them: a generated passage
+        is a training example, not a document a user could retrieve.
+
+        Raises:
+            ValueError: If an id is already a corpus passage (a generated unit must not shadow a real one).
+        """
+        clashes = [p.id for p in passages if p.id in self._corpus_by_id()]
+        if clashes:
+            raise ValueError(f"training-only passage ids clash with corpus ids: {clashes[:5]}")
+        self._training_only.update((p.id, p) for p in passages)
+
+    def _corpus_by_id(self) -> dict[str, Passage]:
         if not self._by_id:
             self._by_id = {p.id: p for p in self.corpus}
-        try:
-            return self._by_id[pid]
-        except KeyError:
-            raise KeyError(
-                f"unknown passage id {pid!r} (corpus {self.name!r} has {len(self.corpus)} passages)"
-            ) from None
+        return self._by_id
 
     def summary(self) -> str:
         """One line for the log: sizes of corpus and splits."""

@@ -15,6 +15,7 @@ from typing import Protocol
 from ragdistill.data.schemas import Passage, RetrievalData
 from ragdistill.evaluation.qa import qa_scores
 from ragdistill.reader.lm_reader import write_answers
+from ragdistill.utils.distributed import is_global_zero
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def evaluate_reader(
     for prefix, run in runs.items():
         passages = top_passages(run, qids, data, top_k)
         answers = reader.answer([q.text for q in data.eval], passages)
-        write_answers(run_dir / f"answers_{prefix}.jsonl", data.eval, passages, answers)
+        if is_global_zero():  # every rank answers (the reader's passes are split over them); one writes
+            write_answers(run_dir / f"answers_{prefix}.jsonl", data.eval, passages, answers)
         answered = [(a, q.answers) for a, q in zip(answers, data.eval, strict=True) if q.answers]
         scores = qa_scores([a for a, _ in answered], [list(g) for _, g in answered])
         metrics |= {f"{prefix}/rag/{name}": value for name, value in scores.items()}

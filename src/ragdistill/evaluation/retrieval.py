@@ -19,6 +19,7 @@ from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
+from ragdistill.utils.distributed import is_global_zero
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def evaluate_retriever(
     depth = max(cfg.depth, *cfg.ks)
     encode = EncodeSettings(cfg.encode_batch_size, cfg.accelerator, cfg.precision)
     build_index(retriever, data.corpus, index, encode)
-    if cfg.save_index:
+    if cfg.save_index and is_global_zero():  # under DDP every rank builds the same index; rank 0 writes it
         index.save(run_dir / "index")
     runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
     if needs_bm25(cfg):
@@ -140,7 +141,8 @@ def evaluate_retriever(
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
-    _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
+    if is_global_zero():
+        _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
     if reader is not None:
         top_k, reader_runs = _reader_settings(cfg)
         metrics |= evaluate_reader(reader, {prefix: runs[prefix] for prefix in reader_runs}, data, top_k, run_dir)

@@ -1,7 +1,9 @@
 """A small faiss wrapper: build over passage embeddings, search with query embeddings, save, load.
 
 Shaped after Tevatron's ``FaissFlatSearcher``: the index knows passage ids (not just row numbers)
-so callers get back ``[Q, k]`` scores and the matching passage ids, ready for a ranx run.
+so callers get back ``[Q, k]`` scores and the matching passage ids, ready for a ranx run. With
+``shards > 1`` the index is several independent faiss indexes over consecutive blocks of the corpus,
+searched together (``faiss.IndexShards``) and saved as one file each (see :class:`FaissIndex`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ KINDS = ("flat", "hnsw", "ivfpq")
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 INDEX_FILE = "index.faiss"
+SHARD_FILE = "index-{:05d}.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -53,6 +56,16 @@ class FaissIndex:
         pq_m: Number of PQ sub-quantisers; must divide the dimension (the largest divisor of the
             dimension not above it is used).
         nprobe: IVF lists visited per query; more = better recall, slower queries.
+        shards: Build the index as this many independent indexes, one per consecutive block of passages
+            (block sizes differ by at most one; fewer shards if there are fewer passages). A query searches
+            every shard (in parallel threads) and their top-k are merged into one top-k.
+
+    Sharding limits: ``flat`` shards return exactly the top-k of one flat index (only ties between equal
+    scores may order differently). ``hnsw`` and ``ivfpq`` shards are each built or trained on their own
+    block only, so recall differs a little from one index over everything, and each query costs a search
+    per shard. Shards bound what one faiss index holds (one file, one IVF-PQ training, one HNSW graph
+    each) and split search over threads; they do not split memory over processes: all shards are loaded,
+    and built from the full ``[N, D]`` embedding matrix, in the one process that builds or searches.
 
     Raises:
         ValueError: If ``kind`` or ``metric`` is unknown, or a size parameter is not positive.
@@ -67,6 +80,7 @@ class FaissIndex:
         ivf_nlist: int = 1024,
         pq_m: int = 16,
         nprobe: int = 32,
+        shards: int = 1,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")
@@ -78,6 +92,7 @@ class FaissIndex:
             ("ivf_nlist", ivf_nlist),
             ("pq_m", pq_m),
             ("nprobe", nprobe),
+            ("shards", shards),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -88,7 +103,9 @@ class FaissIndex:
         self.ivf_nlist = ivf_nlist
         self.pq_m = pq_m
         self.nprobe = nprobe
+        self.shards = shards
         self._index: Any = None
+        self._parts: list[Any] = []  # the shards' own indexes (one, the index itself, when unsharded)
         self._ids: list[str] = []
 
     def __len__(self) -> int:
@@ -96,7 +113,8 @@ class FaissIndex:
 
     def __repr__(self) -> str:
         dim = self.dim if self._index is not None else None
-        return f"FaissIndex(kind={self.kind!r}, metric={self.metric!r}, dim={dim}, count={len(self)})"
+        sharded = f", shards={len(self._parts)}" if len(self._parts) > 1 else ""
+        return f"FaissIndex(kind={self.kind!r}, metric={self.metric!r}, dim={dim}, count={len(self)}{sharded})"
 
     @property
     def dim(self) -> int:
@@ -117,7 +135,7 @@ class FaissIndex:
             ValueError: On an empty corpus, a non-2-D array, a row/id count mismatch or duplicate ids.
         """
         x = _as_matrix(embeddings, "embeddings")  # [N, D]
-        n, dim = x.shape
+        n = len(x)
         if n == 0:
             raise ValueError("empty corpus: cannot build an index over 0 embeddings")
         if len(ids) != n:
@@ -125,12 +143,11 @@ class FaissIndex:
         if len(set(ids)) != n:
             raise ValueError(f"passage ids must be unique; {n - len(set(ids))} duplicates among {n}")
 
-        index = faiss.index_factory(dim, self._factory_string(n, dim), METRICS[self.metric])
-        if not index.is_trained:
-            logger.info("Training %s index on %d vectors", self.kind, min(n, _MAX_TRAIN))
-            index.train(_train_sample(x))
-        _add_in_chunks(index, x)
-        self._index = index
+        shards = min(self.shards, n)
+        if shards < self.shards:
+            logger.warning("shards=%d but only %d passages; using %d shards", self.shards, n, shards)
+        parts = [self._build_part(block) for block in np.array_split(x, shards)]
+        self._set_parts(parts)
         self._ids = list(ids)
         self._apply_search_params()
         logger.info("Built %r", self)
@@ -174,8 +191,10 @@ class FaissIndex:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the index, its ids and a small meta file into ``directory``.
 
-        Each file is written under a temporary name and renamed, and the meta file comes last, so
-        an interrupted save never leaves a directory that loads as a complete but wrong index.
+        An unsharded index is one ``index.faiss``; a sharded one is one ``index-NNNNN.faiss`` per shard,
+        listed in the meta file (faiss cannot serialise the shards together). Each file is written under
+        a temporary name and renamed, and the meta file comes last, so an interrupted save never leaves
+        a directory that loads as a complete but wrong index.
 
         Returns:
             The directory written to.
@@ -183,10 +202,20 @@ class FaissIndex:
         index = self._built()
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / INDEX_FILE, lambda tmp: faiss.write_index(index, str(tmp)))
+        files = [INDEX_FILE] if len(self._parts) == 1 else [SHARD_FILE.format(i) for i in range(len(self._parts))]
+        for name, part in zip(files, self._parts, strict=True):
+            _atomic_write(out / name, _index_writer(part))
         _atomic_write(out / IDS_FILE, lambda tmp: tmp.write_text(json.dumps(self._ids), encoding="utf-8"))
-        meta = {"format_version": FORMAT_VERSION, "dim": int(index.d), "count": len(self._ids), **self._params()}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "dim": int(index.d),
+            "count": len(self._ids),
+            "files": files,
+            **self._params(),
+        }
         _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+        for stale in {*out.glob("index*.faiss")} - {out / name for name in files}:  # an earlier save's shards
+            stale.unlink()
         logger.info("Saved %r to %s", self, out)
         return out
 
@@ -199,33 +228,39 @@ class FaissIndex:
             ValueError: If a file is unreadable, or the ids, the index and the meta file disagree.
         """
         src = Path(directory)
-        missing = [name for name in (META_FILE, IDS_FILE, INDEX_FILE) if not (src / name).is_file()]
+        meta: Any = _read_json(src / META_FILE) if (src / META_FILE).is_file() else {}
+        files = meta.get("files", [INDEX_FILE]) if isinstance(meta, dict) else [INDEX_FILE]
+        if not isinstance(files, list) or not files or any(not isinstance(f, str) or Path(f).name != f for f in files):
+            raise ValueError(f"malformed {src / META_FILE}: 'files' must list the index files by name")
+        missing = [name for name in (META_FILE, IDS_FILE, *files) if not (src / name).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"incomplete faiss index directory {src}: missing {', '.join(missing)} "
-                f"(expected {META_FILE}, {IDS_FILE}, {INDEX_FILE}; was it written by FaissIndex.save?)"
+                f"(expected {META_FILE}, {IDS_FILE}, {', '.join(files)}; was it written by FaissIndex.save?)"
             )
-        meta = _read_json(src / META_FILE)
         ids = _read_json(src / IDS_FILE)
         if not isinstance(meta, dict) or not isinstance(ids, list):
             raise ValueError(f"malformed index files in {src}: {META_FILE} must hold an object, {IDS_FILE} a list")
-        try:
-            index = faiss.read_index(str(src / INDEX_FILE))
-        except RuntimeError as err:
-            raise ValueError(f"cannot read faiss index {src / INDEX_FILE}: {err}") from err
-        if index.ntotal != len(ids):
+        parts = []
+        for name in files:
+            try:
+                parts.append(faiss.read_index(str(src / name)))
+            except RuntimeError as err:
+                raise ValueError(f"cannot read faiss index {src / name}: {err}") from err
+        held = "+".join(files)
+        dims, total = {part.d for part in parts}, sum(part.ntotal for part in parts)
+        if total != len(ids):
             raise ValueError(
-                f"index {src} is inconsistent: {INDEX_FILE} holds {index.ntotal} vectors but {IDS_FILE} "
-                f"has {len(ids)} ids"
+                f"index {src} is inconsistent: {held} holds {total} vectors but {IDS_FILE} has {len(ids)} ids"
             )
-        if meta.get("dim") != index.d or meta.get("count") != index.ntotal:
+        if dims != {meta.get("dim")} or meta.get("count") != total:
             raise ValueError(
                 f"index {src} is inconsistent: {META_FILE} says dim={meta.get('dim')}, count={meta.get('count')} "
-                f"but {INDEX_FILE} has dim={index.d}, count={index.ntotal}"
+                f"but {held} has dim={'/'.join(map(str, sorted(dims)))}, count={total}"
             )
         params = {key: meta[key] for key in cls._param_names() if key in meta}
         obj = cls(**params)
-        obj._index = index
+        obj._set_parts(parts)
         obj._ids = [str(i) for i in ids]
         obj._apply_search_params()
         logger.info("Loaded %r from %s", obj, src)
@@ -235,7 +270,7 @@ class FaissIndex:
 
     @staticmethod
     def _param_names() -> tuple[str, ...]:
-        return ("kind", "metric", "hnsw_m", "hnsw_ef_search", "ivf_nlist", "pq_m", "nprobe")
+        return ("kind", "metric", "hnsw_m", "hnsw_ef_search", "ivf_nlist", "pq_m", "nprobe", "shards")
 
     def _params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
@@ -244,6 +279,28 @@ class FaissIndex:
         if self._index is None:
             raise RuntimeError("the index is empty: call build(...) or FaissIndex.load(...) first")
         return self._index
+
+    def _build_part(self, x: np.ndarray) -> Any:
+        """One faiss index over ``x`` (``[n, D]``), trained on ``x`` when its kind needs training."""
+        n, dim = x.shape
+        index = faiss.index_factory(dim, self._factory_string(n, dim), METRICS[self.metric])
+        if not index.is_trained:
+            logger.info("Training %s index on %d vectors", self.kind, min(n, _MAX_TRAIN))
+            index.train(_train_sample(x))
+        _add_in_chunks(index, x)
+        return index
+
+    def _set_parts(self, parts: list[Any]) -> None:
+        """Search ``parts`` as one index: rows numbered part after part (``successive_ids``), top-k merged."""
+        self._parts = parts
+        if len(parts) == 1:
+            self._index = parts[0]
+            return
+        index = faiss.IndexShards(parts[0].d, True)  # threaded: shards are searched in parallel
+        index.successive_ids = True  # shard i's rows follow shard i-1's, so row numbers index self._ids
+        for part in parts:
+            index.add_shard(part)
+        self._index = index
 
     def _factory_string(self, n: int, dim: int) -> str:
         """The ``faiss.index_factory`` description for this kind, sized to ``n`` vectors of ``dim``."""
@@ -260,10 +317,11 @@ class FaissIndex:
 
     def _apply_search_params(self) -> None:
         """Set the query-time knobs, which faiss does not take from the factory string."""
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = self.hnsw_ef_search
-        elif self.kind == "ivfpq":
-            faiss.extract_index_ivf(self._index).nprobe = self.nprobe
+        for part in self._parts:
+            if self.kind == "hnsw":
+                part.hnsw.efSearch = self.hnsw_ef_search
+            elif self.kind == "ivfpq":
+                faiss.extract_index_ivf(part).nprobe = self.nprobe
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -317,6 +375,15 @@ def _add_in_chunks(index: Any, x: np.ndarray) -> None:
     """Add ``x`` to ``index`` in chunks, with a progress bar when there is more than one chunk."""
     for chunk in track_chunks(x, _ADD_CHUNK, "Indexing passages", disable=len(x) <= _ADD_CHUNK):
         index.add(chunk)
+
+
+def _index_writer(index: Any) -> Callable[[Path], None]:
+    """``write(path)`` for :func:`_atomic_write`, writing ``index``."""
+
+    def write(path: Path) -> None:
+        faiss.write_index(index, str(path))
+
+    return write
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -158,6 +158,10 @@ class ChatClient:
         """Close the connection pool."""
         self._http.close()
 
+    def identity(self) -> dict[str, str]:
+        """What determines this endpoint's answers besides the prompt (for caches of what it generated)."""
+        return {"base_url": self.base_url, "model": self.model}
+
     def request_key(self, messages: Messages, params: Mapping[str, Any]) -> str:
         """The cache key of one request: sha256 of the model, the messages and the generation parameters."""
         identity = {"format": CHAT_CACHE_FORMAT, "model": self.model, "messages": messages, "params": params}

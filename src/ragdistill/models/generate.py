@@ -1,4 +1,4 @@
-"""Greedy, batched generation with an LM: the RAG reader's answers and a listwise LLM ranker's orders.
+"""Batched generation with an LM: the RAG reader's answers, a listwise LLM ranker's orders, G2R's units.
 
 Prompts are token ids; batches are formed from length-sorted prompts under a token budget (as the LM
 teachers do) and left-padded, so a batched continuation equals the one generated alone: a decoder-only LM
@@ -9,6 +9,7 @@ its continuation. The pass runs as Lightning ``predict`` (device and bf16 autoca
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,23 +60,44 @@ def eos_ids(model: nn.Module, tokenizer: Any) -> set[int]:
     return ids
 
 
-def generate_greedy(
+@dataclass(frozen=True)
+class Sampling:
+    """Nucleus sampling instead of greedy decoding (several different generations from one prompt).
+
+    Attributes:
+        temperature: Softmax temperature (> 0).
+        top_p: Nucleus mass kept (0 < top_p <= 1).
+        seed: Seeds torch's generator before the pass, so the same call samples the same texts.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+
+
+def generate_texts(
     lm: LanguageModel,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     settings: LMRunSettings,
     *,
+    sampling: Sampling | None = None,
     stop_at_newline: bool = False,
     units: Sequence[int] | None = None,
     description: str = "Generating",
 ) -> list[str]:
-    """Greedy continuations of ``prompts`` (token ids), decoded without special tokens, in prompt order.
+    """Continuations of ``prompts`` (token ids), greedy or sampled, decoded without special tokens, in prompt order.
 
     Args:
         lm: The LM (decoder-only, or encoder-decoder: then the prompt is the encoder input).
         prompts: Token ids per prompt (bos and chat template already applied).
         max_new_tokens: Tokens generated at most per prompt.
         settings: Batch token budget, batch size, accelerator, precision.
+        sampling: Sample with these settings; ``None`` = greedy (deterministic, batch-independent).
         stop_at_newline: Stop a row at its first newline after leading whitespace (short answers).
         units: What the progress bar counts per prompt (e.g. passages read); default one per prompt.
         description: The progress bar's label.
@@ -114,8 +136,8 @@ def generate_greedy(
         output = model.generate(  # type: ignore[operator]
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
-            do_sample=False,
             num_beams=1,
+            **decoding,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id,
             eos_token_id=sorted(stops) or None,
@@ -127,6 +149,10 @@ def generate_greedy(
             texts.append(tokenizer.decode(ids, skip_special_tokens=True))
         return texts
 
+    decoding: dict[str, Any] = {"do_sample": False}
+    if sampling is not None:
+        decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        torch.manual_seed(sampling.seed)
     # batch_size=None: each item is one precomputed index batch, collated by collate_fn
     loader: DataLoader[list[int]] = DataLoader(batches, batch_size=None, collate_fn=collate)  # type: ignore[arg-type]
     predictor = LMPredictor(lm.model, step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ragdistill.models.generate import generate_greedy
+from ragdistill.models.generate import Sampling, generate_texts
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.lm_runner import LMRunSettings
 
@@ -17,7 +17,10 @@ Messages = Sequence[dict[str, str]]
 
 
 class LocalChat:
-    """Greedy chat completions of a local LM, batched by length (:func:`~ragdistill.models.generate.generate_greedy`).
+    """Chat completions of a local LM, batched by length (:func:`~ragdistill.models.generate.generate_texts`).
+
+    Greedy by default; ``temperature`` (> 0), ``top_p`` and ``seed`` — the OpenAI-compatible parameter names,
+    so one config drives either backend — switch to sampling.
 
     Args:
         lm: The LM; it needs a chat template (instruct models ship one).
@@ -43,17 +46,26 @@ class LocalChat:
         self.max_new_tokens = max_new_tokens
         self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
 
+    def identity(self) -> dict[str, str]:
+        """What determines this model's answers besides the prompt (for caches of what it generated)."""
+        return {"lm": self.lm.fingerprint(), "max_new_tokens": str(self.max_new_tokens)}
+
     def complete_many(
         self, requests: Sequence[Messages], description: str = "Chat completions", **params: Any
     ) -> list[str]:
-        """One greedy answer per conversation, in order.
+        """One answer per conversation, in order: greedy, or sampled when ``params`` has a temperature > 0.
 
         Raises:
-            ValueError: If the LM has no chat template, or generation parameters are given (decoding here is
-                greedy; sampling settings would be silently ignored otherwise).
+            ValueError: If the LM has no chat template, or a parameter other than temperature, top_p and seed is
+                given (it would be silently ignored otherwise).
         """
-        if params:
-            raise ValueError(f"LocalChat decodes greedily; it takes no generation parameters, got {sorted(params)}")
+        unknown = sorted(set(params) - {"temperature", "top_p", "seed"})
+        if unknown:
+            raise ValueError(f"LocalChat takes only temperature, top_p and seed; got {unknown}")
+        sampling = None
+        if float(params.get("temperature", 0.0)) > 0:
+            top_p, seed = float(params.get("top_p", 1.0)), int(params.get("seed", 0))
+            sampling = Sampling(float(params["temperature"]), top_p, seed)
         tokenizer = self.lm.tokenizer
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(f"{self.lm.name} has no chat template: a listwise ranking prompt needs an instruct model")
@@ -67,4 +79,6 @@ class LocalChat:
                 f"a chat prompt has {longest} tokens + {self.max_new_tokens} to generate, over {self.lm.name}'s "
                 f"window of {window}: show fewer passages per window or truncate them"
             )
-        return generate_greedy(self.lm, prompts, self.max_new_tokens, self.settings, description=description)
+        return generate_texts(
+            self.lm, prompts, self.max_new_tokens, self.settings, sampling=sampling, description=description
+        )

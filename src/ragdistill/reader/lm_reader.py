@@ -30,7 +30,7 @@ from typing import Any
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.evaluation.metrics import has_answer
 from ragdistill.evaluation.qa import exact_match, token_f1
-from ragdistill.models.generate import generate_greedy
+from ragdistill.models.generate import generate_texts
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.lm_inputs import PromptBuilder, PromptTemplate
 from ragdistill.teachers.lm_runner import LMRunSettings
@@ -195,7 +195,7 @@ class LMReader:
             sum(p.cut for p in prompts),
             sum(len(ps) for ps in passages) - sum(p.passages for p in prompts),
         )
-        texts = generate_greedy(
+        texts = generate_texts(
             self.lm,
             [p.ids for p in prompts],
             self.max_new_tokens,

@@ -77,7 +77,8 @@ class BiEncoder(pl.LightningModule):
         cache_dir: str = ".cache/ragdistill",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"])
+        # logger=False: the run logs its whole config flat (utils/dashboards.py), where these are retriever.*
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"], logger=False)
         resolved = resolve_model_path(path, cache_dir)
         saved = saved_settings(resolved)
         changed = {key: value for key, value in saved.items() if self.hparams[key] != value}
@@ -147,7 +148,8 @@ class BiEncoder(pl.LightningModule):
             else:
                 student = torch.einsum("bd,bgd->bg", queries, passages.view(batch_size, group, -1))  # [B, G]
         loss = self.loss(student, layout.teacher_scores, layout.mask, layout.positive_mask)
-        self.log(f"{split}/loss", loss, batch_size=batch_size, prog_bar=True)
+        # val/loss averaged over DDP ranks (each validates a share): checkpointing reads it; a no-op on one process
+        self.log(f"{split}/loss", loss, batch_size=batch_size, prog_bar=True, sync_dist=split == "val")
         for name, value in getattr(self.loss, "components", {}).items():  # a weighted sum's parts
             self.log(f"{split}/loss_{name}", value, batch_size=batch_size)
         if layout.positive_mask.any():  # teachers without positives (pure distillation) have no accuracy

@@ -13,6 +13,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from transformers import PreTrainedModel
 
 from ragdistill.retriever.bi_encoder import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoder
+from ragdistill.utils.distributed import is_global_zero
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> P
     A shared-tower retriever becomes one sentence-transformers folder; a two-tower one gets ``query/`` and
     ``passage/`` folders. ``ragdistill.json`` keeps what the format cannot (towers, prefixes, query length),
     and :class:`BiEncoder` reads it back, so ``retriever.path=<out_dir>`` encodes exactly as this one did.
-    The folder is written beside ``out_dir`` first and swapped in only once complete.
+    The folder is written beside ``out_dir`` first and swapped in only once complete. Only global rank 0
+    writes: the ranks of a DDP run hold the same weights and share the run dir.
     """
     out = Path(out_dir)
+    if not is_global_zero():
+        return out
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     hp = retriever.hparams

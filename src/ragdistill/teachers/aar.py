@@ -7,10 +7,11 @@ import logging
 import numpy as np
 from pytorch_lightning.callbacks import Callback
 
+from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.retriever.hard_negatives import HardNegativeRefresh
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.teachers.signal import TeacherSignal, with_positives
 
 logger = logging.getLogger(__name__)
 
@@ -64,30 +65,23 @@ class AARTeacher(DerivedTeacher):
         self.drop_answer_negatives = drop_answer_negatives
 
     def derive(
-        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
+        self,
+        signals: list[TeacherSignal],
+        questions: list[Question],
+        candidates: dict[str, RankedList],
+        data: RetrievalData,
     ) -> list[TeacherSignal]:
         """One signal per question the source LM judged: its scores, with positives marked."""
         by_id = {q.id: q for q in questions}
         derived = []
         for signal in signals:
-            ids, scores = list(signal.candidate_ids), signal.scores.copy()
-            ranked = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])]
-            lm_positives = [ids[i] for i in ranked[: self.top_n]]
+            ranked = [i for i in np.argsort(-signal.scores, kind="stable") if np.isfinite(signal.scores[i])]
+            lm_positives = [signal.candidate_ids[i] for i in ranked[: self.top_n]]
             human = list(by_id[signal.qid].gold_ids) if self.use_human_positives else []
-            best = float(np.max(scores[np.isfinite(scores)]))
-            for pid in human:  # a human positive outside the pool joins it; one the LM did not judge gets `best`
-                if pid not in ids:
-                    ids.append(pid)
-                    scores = np.append(scores, np.float32(best))
-                elif not np.isfinite(scores[ids.index(pid)]):
-                    scores[ids.index(pid)] = best
-            positives = tuple(dict.fromkeys(lm_positives + human))
             agreement = float(bool(set(lm_positives) & set(by_id[signal.qid].gold_ids)))
-            derived.append(
-                TeacherSignal(
-                    signal.qid, ids, scores, positive_ids=positives, diagnostics={"lm_positive_is_gold": agreement}
-                )
-            )
+            # only the derived positives: the source's own (e.g. a gold source's) are not the LM's preference
+            plain = TeacherSignal(signal.qid, signal.candidate_ids, signal.scores)
+            derived.append(with_positives(plain, lm_positives + human, {"lm_positive_is_gold": agreement}))
         if derived:
             overlap = np.mean([s.diagnostics["lm_positive_is_gold"] for s in derived])
             logger.info("AAR: %d signals; an LM positive is the gold passage for %.1f%%", len(derived), 100 * overlap)

@@ -51,17 +51,30 @@ class DerivedTeacher(Teacher):
 
     source: Teacher
 
+    def source_questions(self, questions: list[Question]) -> list[Question]:
+        """The questions the source scores (the expensive step); all by default.
+
+        A prefix of the training questions keeps the source's cache shards aligned with a full run's, so a
+        smaller budget (the intermediate teacher's ``llm_questions``) reuses them.
+        """
+        return questions
+
     @abstractmethod
     def derive(
-        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
+        self,
+        signals: list[TeacherSignal],
+        questions: list[Question],
+        candidates: dict[str, RankedList],
+        data: RetrievalData,
     ) -> list[TeacherSignal]:
-        """Turn the source's signals into this teacher's, in the same order."""
+        """Turn the source's signals (over :meth:`source_questions`) into this teacher's, in question order."""
 
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
     ) -> list[TeacherSignal]:
         """Score with the source, then derive."""
-        return self.derive(self.source.score(questions, candidates, data), questions, data)
+        signals = self.source.score(self.source_questions(questions), candidates, data)
+        return self.derive(signals, questions, candidates, data)
 
     def metrics(self) -> dict[str, float]:
         """The source teacher's throughput figures."""

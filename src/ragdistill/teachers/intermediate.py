@@ -1,9 +1,11 @@
 """Intermediate Distillation: LLM orders → a cross-encoder ranker (ListMLE) → the ranker's scores for the retriever.
 
 Stage 0 is the source teacher (an LLM's ranking of the K candidates: listwise generation, an API, or a
-pointwise LM score; only its order is used). Stage 1 trains :class:`~ragdistill.ranker.cross_encoder.
-CrossEncoderRanker` on those orders with ListMLE. Stage 2 scores every candidate with the ranker; the
-retriever then learns that distribution with KL (``loss=kl``).
+pointwise LM score; only its order is used), asked about the first ``llm_questions`` training questions
+only — the paper's point is that ~1,000 LLM-ranked instances suffice. Stage 1 trains
+:class:`~ragdistill.ranker.cross_encoder.CrossEncoderRanker` on those orders with ListMLE. Stage 2 scores
+the K candidates of EVERY training question with the ranker; the retriever then learns that distribution
+with KL (``loss=kl``).
 
 Stage 0 is cached like any teacher signal (its own config keys it, see :class:`DerivedTeacher`); the
 ranker is a cached artifact under ``<cache_dir>/rankers/<key>``, keyed by the stage-0 signals' content and
@@ -27,6 +29,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from scipy.stats import kendalltau
 from torch.utils.data import DataLoader
 
+from ragdistill.candidates.base import RankedList
 from ragdistill.data.datamodule import DistillationDataModule, SignalDataset, collate_groups
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.losses.listmle import ListMLELoss
@@ -50,6 +53,10 @@ class IntermediateTeacher(DerivedTeacher):
 
     Args:
         source: Stage 0, the LLM ranking (any teacher; only the order of its scores is read).
+        llm_questions: How many training questions (the first, in data order) the LLM ranks; ``None`` = all.
+            The ranker trains on them (less a random ``val_size`` held out) and labels the rest.
+        num_candidates: K, the first-stage candidates per question the ranker scores in stage 2 (the
+            source's K by default in the config).
         ranker_path: The ranker's backbone (packaged MiniLM by default; any hub id or folder).
         max_length: Question + passage tokens the ranker reads.
         epochs: Ranker training epochs over the stage-0 questions.
@@ -65,6 +72,8 @@ class IntermediateTeacher(DerivedTeacher):
     def __init__(
         self,
         source: Teacher,
+        llm_questions: int | None = None,
+        num_candidates: int = 10,
         ranker_path: str = "packaged:all-MiniLM-L6-v2",
         max_length: int = 320,
         epochs: int = 1,
@@ -80,7 +89,13 @@ class IntermediateTeacher(DerivedTeacher):
             raise ValueError(
                 f"teacher.epochs/batch_size must be >= 1, val_size >= 0; got {epochs}, {batch_size}, {val_size}"
             )
+        if (llm_questions is not None and llm_questions < 2) or num_candidates < 2:
+            raise ValueError(
+                f"teacher.llm_questions (null or >= 2) and num_candidates (>= 2): got {llm_questions}, {num_candidates}"
+            )
         self.source = source
+        self.llm_questions = llm_questions
+        self.num_candidates = num_candidates
         self.ranker_path = ranker_path
         self.max_length = max_length
         self.epochs = epochs
@@ -97,10 +112,18 @@ class IntermediateTeacher(DerivedTeacher):
         """Stage 0's throughput figures and the ranker's: agreement with the LLM on held-out questions, time."""
         return self.source.metrics() | self._figures
 
+    def source_questions(self, questions: list[Question]) -> list[Question]:
+        """The first ``llm_questions`` (a prefix, so a full run's cached LLM shards are reused)."""
+        return questions if self.llm_questions is None else questions[: self.llm_questions]
+
     def derive(
-        self, signals: list[TeacherSignal], questions: list[Question], data: RetrievalData
+        self,
+        signals: list[TeacherSignal],
+        questions: list[Question],
+        candidates: dict[str, RankedList],
+        data: RetrievalData,
     ) -> list[TeacherSignal]:
-        """Train (or load) the ranker on the stage-0 orders and return its scores over the same candidates."""
+        """Train (or load) the ranker on the stage-0 orders; return its scores over every question's K candidates."""
         ordered = [s for s in signals if np.isfinite(s.scores).sum() >= 2]
         if len(ordered) < len(signals):
             logger.info(
@@ -125,6 +148,10 @@ class IntermediateTeacher(DerivedTeacher):
             self._figures = json.loads(done.read_text()) | {"ranker/reused": 1.0}
         else:
             self._figures = self._train(datamodule, folder) | {"ranker/reused": 0.0}
+        self._figures |= {
+            "ranker/llm_questions": float(len(ordered)),
+            "ranker/train_questions": float(len(datamodule.train_signals)),
+        }
         ranker = CrossEncoderRanker(str(folder), max_length=self.max_length).eval()
         held_out = self._score(ranker, datamodule.val_signals, data)
         self._figures |= _agreement(datamodule.val_signals, held_out)
@@ -134,7 +161,12 @@ class IntermediateTeacher(DerivedTeacher):
             100 * self._figures.get("ranker/top1_agrees", float("nan")),
             self._figures.get("ranker/kendall_tau", float("nan")),
         )
-        return self._score(ranker, ordered, data)
+        pools = []  # stage 2: every training question, LLM-ranked or not
+        for question in questions:
+            ids = candidates[question.id].ids[: self.num_candidates]
+            if len(ids) >= 2:
+                pools.append(TeacherSignal(question.id, ids, np.zeros(len(ids))))
+        return self._score(ranker, pools, data)
 
     def _key(self, signals: list[TeacherSignal]) -> str:
         """What the ranker is a function of: the stage-0 signals' content and the ranker settings."""

@@ -23,6 +23,7 @@ from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.ranking_output import RepairStats, parse_ranking
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.teachers.sliding_window import RankingPrompt, build_window_messages, sliding_window_rank_many
+from ragdistill.utils.plain import plain
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class ListwiseRankingTeacher(Teacher):
         self.prompt = _ranking_prompt(prompt)
         self.max_passage_chars = max_passage_chars
         self.min_valid_fraction = min_valid_fraction
-        self.generation = dict(generation or {})
+        # plain dicts and lists: a config's ListConfig (e.g. ``stop: [...]``) is not JSON, the request's format
+        self.generation: dict[str, Any] = plain(generation or {})
         self.stats = RepairStats()
 
     @property
@@ -89,8 +91,13 @@ class ListwiseRankingTeacher(Teacher):
         return getattr(self.chat, "lm", None)
 
     def metrics(self) -> dict[str, float]:
-        """How many LLM outputs were parsed, repaired and dropped (``teacher/llm_*``)."""
-        return self.stats.metrics()
+        """How many LLM outputs were parsed, repaired and dropped (``teacher/llm_*``), and the served LLM's counts.
+
+        A :class:`~ragdistill.models.chat_api.ChatClient` adds its requests, retries and cache hits
+        (``runtime/llm_*``); a local LM has none.
+        """
+        chat_stats = getattr(self.chat, "stats", None)
+        return self.stats.metrics() | (chat_stats.metrics() if chat_stats is not None else {})
 
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData

@@ -49,6 +49,14 @@ QUERY_LIKELIHOOD_PROMPT = PromptTemplate(
 )
 """Query likelihood log p(question | passage): the question is the target, not part of the context."""
 
+RESPONSE_LIKELIHOOD_PROMPT = PromptTemplate(
+    instruction="",
+    passage="Passage: {text}\n",
+    question="{question}\nReply:",
+    target=" {target}",
+)
+"""Response likelihood log p(candidate | context): no passage in the context, the candidate is the target."""
+
 
 @dataclass
 class LMExample:

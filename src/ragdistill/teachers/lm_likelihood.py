@@ -13,49 +13,64 @@ from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.lm_forward import target_log_probs
-from ragdistill.teachers.lm_inputs import QUERY_LIKELIHOOD_PROMPT, LMExample, PromptTemplate
+from ragdistill.teachers.lm_inputs import (
+    QUERY_LIKELIHOOD_PROMPT,
+    RESPONSE_LIKELIHOOD_PROMPT,
+    LMExample,
+    PromptTemplate,
+)
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
 from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_PROMPTS = {
+    "answer": PromptTemplate(),
+    "question": QUERY_LIKELIHOOD_PROMPT,
+    "candidate": RESPONSE_LIKELIHOOD_PROMPT,
+}
+"""The wording each target is scored with unless ``teacher.prompt`` overrides fields of it."""
+
 
 class LMLikelihoodTeacher(LMTeacher):
-    """Score each candidate by the LM's log-likelihood of the gold answer (or the question) given it.
+    """Score each candidate by the LM's log-likelihood of the gold answer (or the question, or itself).
 
     Formula: ``score(d) = Σ_i log p_LM(a_i | a_<i, d, q)`` (``target=answer``), or the per-token mean of
-    ``log p_LM(q_i | q_<i, d)`` (``target=question``, query likelihood, for data without answers). Higher =
-    the passage helps the LM more. Scores are log-probabilities, so KL with teacher temperature 1 matches
+    ``log p_LM(q_i | q_<i, d)`` (``target=question``, query likelihood, for data without answers), or of
+    ``log p_LM(d_i | d_<i, q)`` (``target=candidate``: the candidate is the continuation, e.g. a dialogue
+    response given its context — G2R's response-quality score). Higher = the LM prefers the candidate.
+    Scores are log-probabilities, so KL with teacher temperature 1 matches
     the LM's own normalised preference over the K candidates.
 
     Shapes: one ``[K]`` float32 signal per question, K = ``num_candidates``.
 
     Args:
         lm: The teacher LM.
-        target: ``answer`` (needs gold answers; questions without one are dropped and counted) or
-            ``question``.
+        target: ``answer`` (needs gold answers; questions without one are dropped and counted),
+            ``question`` or ``candidate``.
         reduction: ``sum`` over target tokens (the sequence log-probability) or ``mean`` (per token; the
-            default for query likelihood, so long questions are not penalised).
+            default for question and candidate targets, so long questions or responses are not penalised).
         **kwargs: Shared LM teacher options (:class:`LMTeacher`).
 
     References:
         Atlas PDist: Izacard et al., arXiv:2208.03299. REPLUG LSR: Shi et al., arXiv:2301.12652.
-        Query likelihood: Sachan et al., UPR, arXiv:2204.07496.
+        Query likelihood: Sachan et al., UPR, arXiv:2204.07496. Response likelihood: Kim et al., G2R,
+        arXiv:2108.12582.
     """
 
     def __init__(
         self,
         lm: LanguageModel,
-        target: Literal["answer", "question"] = "answer",
+        target: Literal["answer", "question", "candidate"] = "answer",
         reduction: Literal["sum", "mean"] | None = None,
         **kwargs: Any,
     ) -> None:
-        if target not in ("answer", "question"):
-            raise ValueError(f"teacher.target must be 'answer' or 'question', got {target!r}")
+        if target not in DEFAULT_PROMPTS:
+            raise ValueError(f"teacher.target must be one of {sorted(DEFAULT_PROMPTS)}, got {target!r}")
         reduction = reduction or ("sum" if target == "answer" else "mean")
         if reduction not in ("sum", "mean"):
             raise ValueError(f"teacher.reduction must be 'sum' or 'mean', got {reduction!r}")
-        self.default_prompt = PromptTemplate() if target == "answer" else QUERY_LIKELIHOOD_PROMPT
+        self.default_prompt = DEFAULT_PROMPTS[target]
         super().__init__(lm, **kwargs)
         self.target = target
         self.reduction = reduction
@@ -76,9 +91,13 @@ class LMLikelihoodTeacher(LMTeacher):
         builder = self.builder()
         examples: list[LMExample] = []
         for qi, (question, pool) in enumerate(zip(usable, pools, strict=True)):
-            target = question.answers[0] if self.target == "answer" else question.text
             for ci, pid in enumerate(pool):
-                examples.append(builder.build((qi, ci), [data.passage(pid)], question.text, target))
+                passage = data.passage(pid)
+                if self.target == "candidate":  # the candidate is the continuation, not part of the context
+                    examples.append(builder.build((qi, ci), [], question.text, passage.text))
+                    continue
+                target = question.answers[0] if self.target == "answer" else question.text
+                examples.append(builder.build((qi, ci), [passage], question.text, target))
         run = self.run(examples, self._step, f"LM likelihood ({self.target})")
         scores = {key: float(value) for key, value in run.results.items()}
         signals = signals_from_scores(usable, pools, scores)

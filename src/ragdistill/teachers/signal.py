@@ -60,3 +60,24 @@ class TeacherSignal:
         """``[K]`` bool, True where the candidate is a positive."""
         positives = set(self.positive_ids)
         return np.array([pid in positives for pid in self.candidate_ids], dtype=bool)
+
+
+def with_positives(
+    signal: TeacherSignal, positive_ids: list[str], diagnostics: dict[str, float] | None = None
+) -> TeacherSignal:
+    """``signal`` with ``positive_ids`` marked positive (after its own), joining the candidates where missing.
+
+    A positive the teacher did not score (outside its pool, ``NO_OPINION``, or a generated unit) gets the
+    row's best score: a ``-inf`` would make a distillation loss treat it as an in-batch negative and push it
+    away while the contrastive loss pulls it closer (AAR's human positives, G2R's generated units).
+    """
+    ids, scores = list(signal.candidate_ids), signal.scores.copy()
+    best = float(np.max(scores[np.isfinite(scores)]))
+    for pid in positive_ids:
+        if pid not in ids:
+            ids.append(pid)
+            scores = np.append(scores, np.float32(best))
+        elif not np.isfinite(scores[ids.index(pid)]):
+            scores[ids.index(pid)] = best
+    positives = tuple(dict.fromkeys([*signal.positive_ids, *positive_ids]))
+    return TeacherSignal(signal.qid, ids, scores, positives, diagnostics or dict(signal.diagnostics))

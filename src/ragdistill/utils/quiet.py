@@ -26,6 +26,8 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # one line per metric name with '@' (recall@5 -> recall5), at every log call; conf/logger/mlflow.yaml says so
+    warnings.filterwarnings("ignore", message="MLFlow only allows")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

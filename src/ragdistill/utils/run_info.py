@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ragdistill.utils.distributed import is_global_zero
+
 TRACKED_PACKAGES = (
     "ragdistill",
     "torch",
@@ -65,8 +67,10 @@ def job_config(cfg: DictConfig) -> DictConfig:
 
 
 def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
-    """Write ``run_info.json`` (versions, git, command) and ``resolved_config.yaml`` into the run dir."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``run_info.json`` (versions, git, command) and ``resolved_config.yaml`` into the run dir.
+
+    Only global rank 0 writes (the other ranks of a DDP run share the run dir); every rank gets the record.
+    """
     info = {
         "command": sys.argv,
         "python": sys.version.split()[0],
@@ -74,6 +78,9 @@ def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
         "packages": package_versions(),
         "git": git_state(),
     }
+    if not is_global_zero():
+        return info
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg), resolve=True))
     return info

@@ -1,0 +1,108 @@
+"""G2R: distil a generative LM into a retriever at the data level (generated positives) and the model level (scores).
+
+Data level: the LM writes extra positive units for each training question (a passage that answers it, or
+for dialogue data a response); they join the question's candidates as positives. Model level: the source
+teacher's LM score of every (question, candidate) pair — a likelihood, as G2R's response-quality score — is
+distilled with a KD loss, weighted against the contrastive loss on the augmented data
+(``loss=kl_multi_positive_infonce``). Either level can be switched off: ``generation.per_question=0``
+keeps the model level only; ``teacher/source=gold`` (labels only, no LM scores) keeps the
+data level only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.teachers.signal import TeacherSignal, with_positives
+from ragdistill.teachers.unit_generation import ChatModel, UnitGenerator
+
+logger = logging.getLogger(__name__)
+
+
+class G2RTeacher(DerivedTeacher):
+    """Add LM-generated positives to the source teacher's scored candidates (arXiv:2108.12582).
+
+    Signal per question: the source's K candidates with its scores (model level), plus the human positives
+    and the generated units, all marked positive. A positive the source did not score (a generated unit, or
+    a gold passage outside the pool) gets the row's best score (:func:`with_positives`, as AAR does), so KD
+    does not push it away while the contrastive term pulls it in.
+
+    Formula (with ``loss=kl_multi_positive_infonce``): ``L = w_kd · KL(p_LM ‖ p_ret) + w_c · L_mpNCE(P_human ∪
+    P_generated)``.
+
+    Args:
+        source: The model-level teacher (``lm_likelihood``: answer, query or response likelihood) or ``gold``
+            for the data level alone.
+        chat: The LM that writes the units (``teacher/chat@teacher=local``: the ``lm=`` LM; ``api``: an endpoint).
+        generation: Decoding parameters for ``chat`` (``temperature`` > 0 samples; needed for
+            ``per_question`` > 1).
+        prompt: The user message; ``{question}`` and ``{answer}`` (first gold answer) are filled in.
+        per_question: Generated units per question; 0 = no data level.
+        min_chars: Shorter generations are garbage and dropped (counted in ``g2r/units_dropped``).
+        use_human_positives: Mark the human-labelled passages positive as well.
+        cache_dir: Where generated units are kept (``<cache_dir>/generated_units``).
+
+    References:
+        Kim et al., Distilling the Knowledge of Large-scale Generative Models into Retrieval Models for
+        Efficient Open-domain Conversation (G2R), Findings of EMNLP 2021, arXiv:2108.12582.
+    """
+
+    def __init__(
+        self,
+        source: Teacher,
+        chat: ChatModel | None = None,
+        generation: Mapping[str, Any] | None = None,
+        prompt: str = "{question}",
+        per_question: int = 1,
+        min_chars: int = 20,
+        use_human_positives: bool = True,
+        cache_dir: str = ".cache/ragdistill",
+    ) -> None:
+        if per_question < 0:
+            raise ValueError(f"teacher.per_question must be >= 0, got {per_question}")
+        if per_question and chat is None:
+            raise ValueError("teacher.per_question > 0 needs a chat model (teacher/chat@teacher=local|api)")
+        self.source = source
+        self.generator = None
+        if per_question and chat is not None:
+            self.generator = UnitGenerator(chat, prompt, per_question, generation, min_chars, cache_dir=cache_dir)
+        self.use_human_positives = use_human_positives
+        self._figures: dict[str, float] = {}
+
+    def metrics(self) -> dict[str, float]:
+        """The source's throughput figures and the generation counts."""
+        return self.source.metrics() | self._figures
+
+    def derive(
+        self,
+        signals: list[TeacherSignal],
+        questions: list[Question],
+        candidates: dict[str, RankedList],
+        data: RetrievalData,
+    ) -> list[TeacherSignal]:
+        """The source's signals with human and generated positives added (generated units registered in ``data``)."""
+        by_id = {q.id: q for q in questions}
+        units: dict[str, list[Passage]] = {}
+        if self.generator is not None:
+            units = self.generator.generate([by_id[s.qid] for s in signals])
+            data.add_training_passages([unit for group in units.values() for unit in group])
+            self._figures = self.generator.stats.metrics()
+        derived = [self._augment(s, by_id[s.qid], units.get(s.qid, [])) for s in signals]
+        without = sum(not s.positive_ids for s in derived)
+        self._figures["g2r/questions_without_positive"] = float(without)
+        logger.info(
+            "G2R: %d signals, %d generated positives; %d questions have no positive (KD term only)",
+            len(derived),
+            int(self._figures.get("g2r/units_kept", 0)),
+            without,
+        )
+        return derived
+
+    def _augment(self, signal: TeacherSignal, question: Question, units: list[Passage]) -> TeacherSignal:
+        human = list(question.gold_ids) if self.use_human_positives else []
+        return with_positives(signal, human + [u.id for u in units])
