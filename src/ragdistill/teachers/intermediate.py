@@ -196,6 +196,7 @@ class IntermediateTeacher(DerivedTeacher):
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
+            callbacks=[RichProgressBar()],  # ranker training takes minutes to an hour: show steps and loss
         )
         logger.info("Training the cross-encoder ranker on %d stage-0 orders", len(datamodule.train_signals))
         start = time.perf_counter()
