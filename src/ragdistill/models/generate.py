@@ -118,6 +118,11 @@ def generate_texts(
     lengths = [len(p) + max_new_tokens for p in prompts]
     batches = bucket_batches(lengths, settings.max_batch_tokens, settings.max_batch_size)
 
+    decoding: dict[str, Any] = {"do_sample": False}
+    if sampling is not None:
+        decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        torch.manual_seed(sampling.seed)
+
     def collate(rows: list[int]) -> dict[str, Any]:
         input_ids, attention_mask = left_pad([prompts[i] for i in rows], pad_id)
         return {
@@ -149,10 +154,6 @@ def generate_texts(
             texts.append(tokenizer.decode(ids, skip_special_tokens=True))
         return texts
 
-    decoding: dict[str, Any] = {"do_sample": False}
-    if sampling is not None:
-        decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        torch.manual_seed(sampling.seed)
     # batch_size=None: each item is one precomputed index batch, collated by collate_fn
     loader: DataLoader[list[int]] = DataLoader(batches, batch_size=None, collate_fn=collate)  # type: ignore[arg-type]
     predictor = LMPredictor(lm.model, step)
