@@ -60,6 +60,7 @@ def main() -> None:
     }
     teachers["lm_likelihood (answer)"] = LMLikelihoodTeacher(lm, num_candidates=args.k)
     teachers["lm_likelihood (query likelihood)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="question")
+    teachers["lm_likelihood (yes/no relevance)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="relevance")
     if args.only:
         teachers = {name: t for name, t in teachers.items() if any(part in name for part in args.only)}
     rows = []

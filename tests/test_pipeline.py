@@ -10,8 +10,11 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
+from ragdistill.candidates.base import as_run
+from ragdistill.evaluation.metrics import evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.pipeline import evaluate, train
+from ragdistill.retriever.search import search
 
 FAST = ["experiment=fixture_smoke", "trainer.max_epochs=1", "logger=csv"]
 
@@ -52,6 +55,18 @@ def test_metrics_are_probabilities_with_every_family(trained):
             assert 0.0 <= metrics[f"{system}/{name}"] <= 1.0, (system, name)
         assert metrics[f"{system}/gold/recall@1"] <= metrics[f"{system}/gold/recall@20"]
     assert metrics["train/questions"] > 0 and metrics["runtime/fit_s"] > 0
+
+
+def test_validation_metrics_score_the_training_questions_held_out_from_fitting(trained):
+    run_dir, metrics, objects = trained
+    held_out = {signal.qid for signal in objects["trainer"].datamodule.val_signals}
+    questions = [q for q in objects["data"].train if q.id in held_out]
+    assert metrics["val/questions"] == len(questions) > 0
+    assert metrics["val/questions"] + metrics["train/questions"] == len(objects["data"].train)
+    run = as_run(search(objects["retriever"], FaissIndex.load(run_dir / "index"), questions, 100))
+    expected = evaluate_run(run, questions, objects["data"].corpus)
+    for name in ("gold/recall@5", "gold/mrr@10", "answer/recall@5"):
+        assert metrics[f"val/{name}"] == pytest.approx(expected[name]), name
 
 
 def test_exported_retriever_loads_in_sentence_transformers_and_matches(trained):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,12 @@ def _finalize_loggers_on_failure(loggers: list[Logger]) -> Iterator[None]:
         raise
 
 
+def _held_out_questions(data: RetrievalData, val_signals: Sequence[TeacherSignal]) -> list[Question]:
+    """The training questions the data module held out from fitting, for the ``val/...`` retrieval metrics."""
+    held_out = {signal.qid for signal in val_signals}
+    return [question for question in data.train if question.id in held_out]
+
+
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
     """What every run does first: check the config, seed, record the run, load the data."""
     check_config(cfg)
@@ -185,7 +191,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             with timer("evaluate"):
                 bm25 = _bm25_baseline(cfg, data, first_stage)
                 index = _build(cfg, "index")
-                metrics |= evaluate_retriever(retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg))
+                held_out = _held_out_questions(data, datamodule.val_signals)
+                metrics |= evaluate_retriever(
+                    retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg), validation=held_out
+                )
     metrics |= timer.metrics()
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
     return _finish(metrics, loggers, run_dir, trainer.global_step), objects

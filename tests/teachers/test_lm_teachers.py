@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
@@ -143,3 +144,27 @@ def test_a_prompt_longer_than_the_lm_window_fails_before_scoring(tiny_llama, set
     monkeypatch.setattr(tiny_llama.model.config, "max_position_embeddings", 64)
     with pytest.raises(ValueError, match=r"reads at most 64: lower teacher\.num_candidates"):
         AttentionTeacher(tiny_llama, num_candidates=5, **FAST).score(questions, candidates, data)
+
+
+@pytest.mark.parametrize("lm_name", ["tiny_llama", "tiny_t5"])
+def test_relevance_signals_follow_the_contract_without_answers(request, setting, lm_name):
+    data, questions, candidates = setting
+    bare = [Question(q.id, q.text) for q in questions]  # the yes/no prompt needs no answer
+    teacher = LMLikelihoodTeacher(request.getfixturevalue(lm_name), target="relevance", num_candidates=4, **FAST)
+    _check_contract(teacher.score(bare, candidates, data), bare, candidates, 4)
+
+
+def test_relevance_is_the_yes_no_log_odds_of_a_full_forward(tiny_llama, setting):
+    data, questions, candidates = setting
+    teacher = LMLikelihoodTeacher(tiny_llama, target="relevance", num_candidates=3, **FAST)
+    signals = teacher.score(questions[:2], candidates, data)
+    builder = teacher.builder()
+    yes, no = (builder.build(r, [], "", r).target_ids[0] for r in ("Yes", "No"))
+    assert yes != no
+    for signal, question in zip(signals, questions[:2], strict=True):
+        for pid, score in zip(signal.candidate_ids, signal.scores, strict=True):
+            example = builder.build(pid, [data.passage(pid)], question.text, "Yes")
+            with torch.no_grad():
+                logits = tiny_llama.model(torch.tensor([example.context_ids])).logits[0, -1]
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            assert score == pytest.approx(float(log_probs[yes] - log_probs[no]), abs=1e-4)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.data.schemas import RetrievalData
+from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
 from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 DENSE = "test"
 """Metric prefix of the retriever under test; BM25 and fusion get ``test_bm25`` and ``test_fusion_<method>``."""
+
+VALIDATION = "val"
+"""Metric prefix of the retriever on the training questions held out from fitting (``val/gold/recall@5``)."""
 
 
 def needs_bm25(cfg: DictConfig) -> bool:
@@ -93,6 +97,7 @@ def evaluate_retriever(
     run_dir: Path,
     bm25: BM25Candidates | None = None,
     reader: Reader | None = None,
+    validation: Sequence[Question] = (),
 ) -> dict[str, float]:
     """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
 
@@ -108,10 +113,13 @@ def evaluate_retriever(
         run_dir: Where the index and the plot go.
         bm25: A fitted BM25 first stage over the same corpus, needed for the baseline and fusion.
         reader: The RAG reader (``reader=lm``), or None for retrieval metrics only.
+        validation: Training questions held out from fitting. They are searched in the same index and scored
+            as ``val/...``, the metric a hyperparameter search should optimise: choosing settings by
+            ``test/...`` would tune them to the questions they are reported on.
 
     Returns:
         Flat metrics, e.g. ``test/gold/recall@5``, ``test_bm25/gold/recall@5``, ``test_fusion_rrf/gold/mrr@10``,
-        and with a reader ``test/rag/em``, ``test/rag/f1``.
+        ``val/gold/recall@5`` with validation questions, and with a reader ``test/rag/em``, ``test/rag/f1``.
     """
     if not data.eval:
         raise ValueError(f"data set {data.name!r} has no evaluation questions")
@@ -133,7 +141,7 @@ def evaluate_retriever(
     relevance = answer_qrels(data.eval, data.corpus)
     metrics: dict[str, float] = {}
     for prefix, run in runs.items():
-        scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=relevance)
+        scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=val_relevance)
         metrics |= {f"{prefix}/{name}": value for name, value in scored.items()}
         logger.info(
             "%-18s gold R@1 %.3f  R@5 %.3f  R@20 %.3f  MRR@10 %.3f",
@@ -141,6 +149,12 @@ def evaluate_retriever(
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
+    if validation:
+        run = as_run(search(retriever, index, list(validation), depth, encode))
+        val_relevance = answer_qrels(validation, data.corpus)
+        scored = evaluate_run(run, validation, data.corpus, cfg.ks, answer_relevance=val_relevance)
+        metrics |= {f"{VALIDATION}/{name}": value for name, value in scored.items()}
+        metrics[f"{VALIDATION}/questions"] = float(len(validation))
     if is_global_zero():
         _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
     if reader is not None:

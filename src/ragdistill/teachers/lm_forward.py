@@ -34,24 +34,38 @@ def _forward(model: PreTrainedModel, batch: dict[str, Any]) -> Any:
     return model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
 
-def target_log_probs(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
-    """``[b, L]`` float32 log p(target token i | context, earlier target tokens); 0 at padding.
+def _target_logits(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
+    """``[b, L, V]`` float32 logits at the ``L`` positions that predict the target tokens.
 
-    Decoder-only LMs: the output head runs only at the ``L`` target positions, not over the whole
-    sequence (the head is a 49k-wide matmul per position — most of the cost of a full-logits pass on
-    short models).
+    Decoder-only LMs: the output head runs only at those positions, not over the whole sequence (the head is
+    a 49k-wide matmul per position — most of the cost of a full-logits pass on short models).
     """
-    targets, target_mask = batch["target_ids"], batch["target_mask"]  # [b, L]
     output = _forward(model, batch)
     if getattr(model.config, "is_encoder_decoder", False):
-        logits = output.logits  # [b, L, V]
-    else:
-        states = output.last_hidden_state  # [b, T, D]
-        positions = batch["target_positions"]  # [b, L]
-        picked = states.gather(1, positions[:, :, None].expand(-1, -1, states.shape[-1]))  # [b, L, D]
-        logits = _softcap(model, model.get_output_embeddings()(picked))  # [b, L, V]
-    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, :, None])[..., 0]
+        return output.logits.float()  # [b, L, V]
+    states = output.last_hidden_state  # [b, T, D]
+    positions = batch["target_positions"]  # [b, L]
+    picked = states.gather(1, positions[:, :, None].expand(-1, -1, states.shape[-1]))  # [b, L, D]
+    return _softcap(model, model.get_output_embeddings()(picked)).float()
+
+
+def target_log_probs(model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
+    """``[b, L]`` float32 log p(target token i | context, earlier target tokens); 0 at padding."""
+    targets, target_mask = batch["target_ids"], batch["target_mask"]  # [b, L]
+    log_probs = torch.log_softmax(_target_logits(model, batch), dim=-1).gather(-1, targets[:, :, None])[..., 0]
     return log_probs.masked_fill(~target_mask, 0.0)
+
+
+def first_token_log_odds(model: PreTrainedModel, batch: dict[str, Any], against: int) -> Tensor:
+    """``[b]`` float32 ``log p(first target token) − log p(against)`` at the first target position.
+
+    The yes/no relevance reading: with "Yes" as the target and "No" as ``against``, the LM's log-odds that
+    the passage answers the question (HELM's relevance prompt; monoT5's true/false softmax). Only the first
+    target position is read, so a one-token target costs one head row per sequence.
+    """
+    log_probs = torch.log_softmax(_target_logits(model, batch)[:, 0], dim=-1)  # [b, V]
+    first = batch["target_ids"][:, :1]
+    return log_probs.gather(-1, first)[:, 0] - log_probs[:, against]
 
 
 def output_attention(

@@ -57,6 +57,14 @@ RESPONSE_LIKELIHOOD_PROMPT = PromptTemplate(
 )
 """Response likelihood log p(candidate | context): no passage in the context, the candidate is the target."""
 
+RELEVANCE_PROMPT = PromptTemplate(
+    instruction="",
+    passage="Passage: {text}\n",
+    question="Question: {question}\nDoes the passage answer the question? Answer Yes or No.\nAnswer:",
+    target=" {target}",
+)
+"""Yes/no relevance: the LM's log-odds of answering "Yes" rather than "No" after passage and question."""
+
 
 @dataclass
 class LMExample:
