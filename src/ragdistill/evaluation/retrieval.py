@@ -141,7 +141,7 @@ def evaluate_retriever(
     relevance = answer_qrels(data.eval, data.corpus)
     metrics: dict[str, float] = {}
     for prefix, run in runs.items():
-        scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=val_relevance)
+        scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=relevance)
         metrics |= {f"{prefix}/{name}": value for name, value in scored.items()}
         logger.info(
             "%-18s gold R@1 %.3f  R@5 %.3f  R@20 %.3f  MRR@10 %.3f",
