@@ -178,8 +178,8 @@ def test_two_gloo_processes_predict_exactly_what_one_does(tmp_path: Path, tiny_e
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) -> tuple[Path, str]:
-    """A 2-process CPU DDP run of the fixture smoke experiment with a tiny encoder, through the real CLI."""
+def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, tiny_lm_dir: Path) -> tuple[Path, str]:
+    """A 2-process CPU DDP run of the fixture smoke experiment with a tiny encoder and a tiny LM teacher."""
     root = tmp_path_factory.mktemp("ddp")
     run_dir = root / "run"
     overrides = [
@@ -187,6 +187,14 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) ->
         "experiment=fixture_smoke",
         "trainer=ddp",
         f"retriever.path={tiny_encoder_dir}",
+        "teacher=lm_likelihood",
+        "lm=hf",
+        f"lm.path={tiny_lm_dir}",
+        "teacher.num_candidates=4",
+        "teacher.max_passage_tokens=48",
+        "teacher.precision=32-true",
+        "datamodule.group_size=null",
+        "loss=kl",
         f"paths.cache_dir={root / 'cache'}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -205,6 +213,18 @@ def test_ddp_run_trains_on_two_ranks_and_writes_its_metrics(ddp_run: tuple[Path,
     assert "Stage <fit> took" in rank1_log  # rank 1 trained
     assert "Rank 1 predicted 2 of 4 batches" in rank1_log  # and encoded half the corpus (211 passages, batch 64)
     assert (run_dir / "retriever" / "modules.json").exists() and (run_dir / "index" / "index.faiss").exists()
+
+
+@pytest.mark.slow
+def test_ranks_start_before_the_teacher_and_split_its_lm_passes(ddp_run: tuple[Path, str]) -> None:
+    run_dir, rank1_log = ddp_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    before_fit = rank1_log.split("Stage <fit> started", 1)[0]
+    assert "LM likelihood (answer)" in before_fit and "Rank 1 predicted" in before_fit  # rank 1 scored its share
+    assert metrics["teacher/cache_shards_scored"] == metrics["teacher/cache_shards_total"] > 0
+    assert metrics["teacher/passages"] > 0 and 0 <= metrics["teacher/top1_gold"] <= 1
+    shards = list((run_dir.parent / "cache" / "teacher_signals").glob("*/*.json"))
+    assert len([s for s in shards if s.name != "info.json"]) == metrics["teacher/cache_shards_total"]
 
 
 @pytest.mark.slow

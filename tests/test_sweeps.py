@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from ragdistill.cli import CONFIG_PATH, _metric
 from ragdistill.config_check import check_config
+from ragdistill.report.build import build_report
 
 CONF = Path(CONFIG_PATH)
 SWEEPS_README = CONF.parent / "sweeps" / "README.md"
@@ -242,3 +243,19 @@ def test_optuna_search_returns_the_optimized_metric_and_shares_the_teacher_cache
     # trial 0 scored the gold teacher into paths.cache_dir; trial 1 (same teacher, other loss settings) read it
     assert _metrics(jobs[0])["teacher/cache_shards_reused"] == 0
     assert _metrics(jobs[1])["teacher/cache_shards_reused"] == _metrics(jobs[1])["teacher/cache_shards_total"] > 0
+
+
+def test_a_four_run_loss_sweep_scores_the_lm_teacher_once(tmp_path, tiny, tiny_lm_dir):
+    sweep_dir = tmp_path / "multirun"
+    lm_teacher = ["teacher=lm_likelihood", "lm=hf", f"lm.path={tiny_lm_dir}", "teacher.num_candidates=4"]
+    lm_teacher += ["teacher.max_passage_tokens=48", "teacher.precision=32-true", "datamodule.group_size=null"]
+    # the file's loss axis: kl, listmle, ranknet, margin_mse; one teacher
+    _train("+sweep=teacher_x_loss", *tiny, *lm_teacher, "evaluate=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    jobs = [_metrics(j) for j in _jobs(sweep_dir)]
+    assert [j["teacher/cache_shards_scored"] for j in jobs] == [1, 0, 0, 0]  # 24 questions: one shard
+    assert [j["teacher/cache_shards_reused"] for j in jobs] == [0, 1, 1, 1]
+    assert jobs[0]["runtime/teacher_scoring_s"] > 0 and all(j["runtime/teacher_scoring_s"] == 0 for j in jobs[1:])
+
+    files = build_report([sweep_dir])
+    section = files.markdown.read_text().split("## Teacher cache", 1)[1]
+    assert "| LMLikelihoodTeacher | 4 | 1 | 3 |" in section

@@ -31,7 +31,7 @@ from ragdistill.teachers.cache import SignalCache, score_with_cache
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.dashboards import build_loggers, log_run_outputs
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.utils.distributed import is_global_zero, start_processes
 from ragdistill.utils.run_info import save_run_info
 from ragdistill.utils.timing import StageTimer
 
@@ -175,15 +175,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         candidates = first_stage.retrieve(data.train)
 
     teacher: Teacher = _build(cfg, "teacher")
-    with timer("teacher"):
-        signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
-
     loggers: list[Logger] = build_loggers(cfg)
-    datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
     callbacks = instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data)
     trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
-    metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
+    if teacher.scores_on_every_rank:  # trainer=ddp: the teacher's LM passes are split over the ranks too
+        start_processes(trainer)
     with _finalize_loggers_on_failure(loggers):
+        with timer("teacher"):
+            signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
+        datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
+        metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
         with timer("fit"):
             trainer.fit(retriever, datamodule=datamodule)
         export_sentence_transformers(retriever, run_dir / "retriever")

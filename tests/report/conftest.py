@@ -90,3 +90,43 @@ def make_run() -> Callable[..., Path]:
         return write_run(run_dir, run_config(run_dir, name, GOLD, INFONCE, lr), metrics)
 
     return make
+
+
+TEACHERS = {"gold": GOLD, "lm_likelihood": LM_LIKELIHOOD}
+LOSSES = {"infonce": INFONCE, "kl": KL}
+
+
+@pytest.fixture
+def make_cached_run() -> Callable[..., Path]:
+    """``make_cached_run(run_dir, scored, reused, scoring_s, teacher=..., loss=..., lm=..., **teacher_settings)``.
+
+    A training run with the teacher cache's metrics, as ``score_with_cache`` records them. ``teacher`` and
+    ``loss`` name a config above (``teacher_settings`` override the teacher's keys), ``lm`` adds a top-level
+    ``lm`` node with that path, ``scoring_s=None`` leaves ``runtime/teacher_scoring_s`` out (older runs).
+    """
+
+    def make(
+        run_dir: Path,
+        scored: int,
+        reused: int,
+        scoring_s: float | None,
+        teacher: str = "lm_likelihood",
+        loss: str = "kl",
+        lm: str | None = None,
+        **teacher_settings: Any,
+    ) -> Path:
+        config = run_config(run_dir, run_dir.name, {**TEACHERS[teacher], **teacher_settings}, LOSSES[loss], 2e-5)
+        if lm is not None:
+            config["lm"] = {"_target_": "ragdistill.models.lm.LanguageModel", "path": lm, "batch_size": 8}
+        metrics = run_metrics((0.6, 0.8, 0.9, 0.95), 100.0, 0.5)
+        metrics |= {
+            "teacher/cache_shards_total": float(scored + reused),
+            "teacher/cache_shards_scored": float(scored),
+            "teacher/cache_shards_reused": float(reused),
+            "teacher/cache_shards_corrupt": 0.0,
+        }
+        if scoring_s is not None:
+            metrics["runtime/teacher_scoring_s"] = scoring_s
+        return write_run(run_dir, config, metrics)
+
+    return make

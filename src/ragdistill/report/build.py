@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ragdistill.report.bars import group_stats, plot_metric_by_group
+from ragdistill.report.cache_savings import SCORING_S, cache_rows, unmeasured_runs
 from ragdistill.report.document import GroupRow, Report
 from ragdistill.report.html_report import to_html
 from ragdistill.report.markdown_report import to_markdown
@@ -97,6 +98,11 @@ def build_report(
         )
     else:
         notes.append(f"no bar chart: no run has {bar_metric}")
+    notes += [
+        f"{table.labels[i]}: no {SCORING_S} (an older run); its scored shards are not in the teacher cache's"
+        " scoring time and do not price the saving"
+        for i in unmeasured_runs(runs)
+    ]
 
     report = Report(
         sources=[str(path) for path in paths],
@@ -107,6 +113,7 @@ def build_report(
         group_by=group_by,
         bar_metric=bar_metric,
         groups=[GroupRow(group, *stats) for group, stats in group_stats(groups).items()],
+        cache=cache_rows(runs),
         skipped=[(label, entry.reason) for label, entry in zip(labels[len(runs) :], skipped, strict=True)],
         notes=notes,
         written=datetime.now().isoformat(timespec="seconds"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ragdistill.report.cache_savings import CacheRow
 from ragdistill.report.table import Table
 
 
@@ -31,6 +32,8 @@ class Report:
         group_by: The config key the runs were grouped by for the bar chart.
         bar_metric: The metric the bar chart shows.
         groups: The bar chart's figures, one per group.
+        cache: The teacher cache's figures, one per teacher/LM config of the runs that used it (empty when
+            no run did, e.g. only evaluation runs), so a sweep report says how much scoring the cache saved.
         skipped: ``(folder label, reason)`` per run that has no usable metrics.
         notes: Per-run problems that did not stop the report, and figures that could not be drawn.
         written: When the report was written (ISO 8601, local time).
@@ -44,6 +47,7 @@ class Report:
     group_by: str
     bar_metric: str
     groups: list[GroupRow]
+    cache: list[CacheRow]
     skipped: list[tuple[str, str]]
     notes: list[str]
     written: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
+from ragdistill.report.cache_savings import format_seconds, totals_sentence
 from ragdistill.report.document import Report, columns_note
 
 STYLE = """
@@ -62,6 +63,12 @@ def to_html(report: Report) -> str:
             _figure(report.bar_png, f"Mean {title}; error bars: ±1 standard deviation over a group's runs."),
             _groups_table(report),
         ]
+    if report.cache:
+        parts += [
+            "<h2>Teacher cache</h2>",
+            _cache_table(report),
+            f'<p class="note">{escape(totals_sentence(report.cache))}</p>',
+        ]
     if report.skipped:
         parts += ["<h2>Skipped</h2>", "<ul>"]
         parts += [f"<li><code>{escape(label)}</code>: {escape(reason)}</li>" for label, reason in report.skipped]
@@ -104,6 +111,20 @@ def _groups_table(report: Report) -> str:
         for row in report.groups
     ]
     return "<table><thead>" + head + "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+
+
+def _cache_table(report: Report) -> str:
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in ("teacher", "runs", "shards scored", "shards reused", "scoring time (s)", "saved (s)")
+    )
+    rows = [
+        f'<tr><td>{escape(row.teacher)}</td><td class="num">{row.runs}</td><td class="num">{row.shards_scored}</td>'
+        f'<td class="num">{row.shards_reused}</td><td class="num">{format_seconds(row.scoring_s)}</td>'
+        f'<td class="num">{format_seconds(row.saved_s)}</td></tr>'
+        for row in report.cache
+    ]
+    return "<table><thead><tr>" + head + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
 
 
 def _figure(src: str, caption: str) -> str:

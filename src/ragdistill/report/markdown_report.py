@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ragdistill.report.cache_savings import format_seconds, totals_sentence
 from ragdistill.report.document import Report, columns_note
 
 
@@ -43,6 +44,28 @@ def to_markdown(report: Report) -> str:
                     for row in report.groups
                 ],
             ),
+        ]
+    if report.cache:
+        lines += [
+            "",
+            "## Teacher cache",
+            "",
+            _table(
+                ["teacher", "runs", "shards scored", "shards reused", "scoring time (s)", "saved (s)"],
+                [
+                    [
+                        _escape(row.teacher),
+                        str(row.runs),
+                        str(row.shards_scored),
+                        str(row.shards_reused),
+                        format_seconds(row.scoring_s),
+                        format_seconds(row.saved_s),
+                    ]
+                    for row in report.cache
+                ],
+            ),
+            "",
+            totals_sentence(report.cache),
         ]
     if report.skipped:
         lines += ["", "## Skipped", ""] + [f"- `{label}`: {_escape(reason)}" for label, reason in report.skipped]

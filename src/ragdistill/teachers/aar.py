@@ -64,6 +64,11 @@ class AARTeacher(DerivedTeacher):
         self.mining_depth = mining_depth
         self.drop_answer_negatives = drop_answer_negatives
 
+    @property
+    def scores_on_every_rank(self) -> bool:  # type: ignore[override]
+        """As its source: marking the top-N as positives is pure computation."""
+        return self.source.scores_on_every_rank
+
     def derive(
         self,
         signals: list[TeacherSignal],

@@ -19,6 +19,14 @@ class Teacher(ABC):
     logs how many it dropped.
     """
 
+    scores_on_every_rank: bool = False
+    """Whether every rank of a distributed run may run :meth:`score` together, before ``fit``.
+
+    True when scoring is model passes through ``run_predict`` (which splits them over the ranks) and pure
+    computation: the pipeline then starts the ranks before scoring. False (the safe default) when scoring
+    also does work that must happen once per run: API calls, a model's own ``fit``, files written as it goes.
+    """
+
     @abstractmethod
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData

@@ -35,6 +35,7 @@ from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.distributed import is_global_zero
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +418,8 @@ def score_with_cache(
         if stray:
             raise ValueError(f"teacher <{name}> returned signals for questions {sorted(stray)} it was not asked about")
         try:
-            cache.save(keys[i], scored, question_ids=qids)
+            if is_global_zero():  # every rank of a started group holds the same signals; one writes them
+                cache.save(keys[i], scored, question_ids=qids)
         except OSError as exc:
             # The signals are in memory; losing the cache entry costs time on a later run, not this run.
             logger.warning("Could not write teacher cache shard %s: %s", cache.path(keys[i]), exc)

@@ -33,6 +33,8 @@ class GoldTeacher(Teacher):
         arXiv:2004.04906.
     """
 
+    scores_on_every_rank = True  # labels and string matching: the same result on every rank, no side effect
+
     def __init__(self, num_candidates: int = 20, drop_answer_negatives: bool = True) -> None:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")

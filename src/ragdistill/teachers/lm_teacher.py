@@ -36,6 +36,7 @@ class LMTeacher(Teacher):
     """
 
     default_prompt = PromptTemplate()
+    scores_on_every_rank = True  # every LM pass (and a generated answer) goes through run_predict
 
     def __init__(
         self,

@@ -90,8 +90,10 @@ def start_processes(trainer: pl.Trainer) -> bool:
         Whether a process group with more than one process is running now.
     """
     strategy = trainer.strategy
-    if not isinstance(strategy, DDPStrategy) or not isinstance(strategy.launcher, _SubprocessScriptLauncher):
-        logger.info("Not starting processes early for <%s>: they start at fit, if at all", type(strategy).__name__)
+    if not isinstance(strategy, DDPStrategy):
+        return world()[1] > 1  # one device (or a group torchrun / SLURM already started)
+    if not isinstance(strategy.launcher, _SubprocessScriptLauncher):
+        logger.info("Not starting processes early for <%s>: they start at fit", type(strategy).__name__)
         return world()[1] > 1
     strategy.launcher.launch(lambda: None, trainer=trainer)  # the other ranks start this command again
     strategy.setup_environment()  # the process group; fit finds it initialised and keeps it
