@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ragdistill.pipeline import train
-from ragdistill.teachers.intermediate import _agreement
+from ragdistill.teachers.intermediate import IntermediateTeacher, _agreement
 from ragdistill.teachers.signal import TeacherSignal
 
 
@@ -20,7 +20,7 @@ def test_agreement_compares_orders_on_the_same_candidates():
 
 
 def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
-    tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir
+    tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir, monkeypatch
 ):
     overrides = [
         "experiment=fixture_smoke",
@@ -44,7 +44,18 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     ]
     first_cfg = compose_at("config", overrides, tmp_path / "first")
     first_cfg.paths.cache_dir = str(tmp_path / "cache")
+    scored_by_ranker: list[int] = []
+    score = IntermediateTeacher._score
+
+    def counting_score(self, ranker, signals, data):
+        scored_by_ranker.append(len(signals))
+        return score(self, ranker, signals, data)
+
+    monkeypatch.setattr(IntermediateTeacher, "_score", counting_score)
     first, objects = train(first_cfg)
+    # one ranker pass over every training question: the held-out questions' agreement reuses stage 2's scores
+    assert scored_by_ranker == [len(objects["signals"])]
+    assert first["ranker/held_out"] == 4
     assert first["ranker/reused"] == 0.0 and first["runtime/ranker_fit_s"] > 0
     assert -1.0 <= first["ranker/kendall_tau"] <= 1.0 and 0.0 <= first["ranker/top1_agrees"] <= 1.0
     signals = objects["signals"]
@@ -67,3 +78,11 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     assert few.get("teacher/passages", 0) <= 4 * 20  # the LLM read at most the 20 questions' candidates
     assert {s.qid for s in few_objects["signals"]} == {s.qid for s in signals}
     assert few["ranker/reused"] == 0.0  # a different stage 0 set: a different ranker
+
+    # stage 2 over fewer candidates than the LLM ranked: the held-out questions are scored over the LLM's own
+    scored_by_ranker.clear()
+    narrow_cfg = compose_at("config", [*overrides, "teacher.num_candidates=3"], tmp_path / "narrow")
+    narrow_cfg.paths.cache_dir = str(tmp_path / "cache")
+    narrow, narrow_objects = train(narrow_cfg)
+    assert all(len(s.candidate_ids) == 3 for s in narrow_objects["signals"])
+    assert scored_by_ranker == [len(narrow_objects["signals"]), 4] and narrow["ranker/held_out"] == 4

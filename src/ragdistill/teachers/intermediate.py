@@ -153,20 +153,41 @@ class IntermediateTeacher(DerivedTeacher):
             "ranker/train_questions": float(len(datamodule.train_signals)),
         }
         ranker = CrossEncoderRanker(str(folder), max_length=self.max_length).eval()
-        held_out = self._score(ranker, datamodule.val_signals, data)
-        self._figures |= _agreement(datamodule.val_signals, held_out)
-        logger.info(
-            "Ranker vs LLM on %d held-out questions: top-1 agrees %.1f%%, Kendall τ %.3f",
-            len(held_out),
-            100 * self._figures.get("ranker/top1_agrees", float("nan")),
-            self._figures.get("ranker/kendall_tau", float("nan")),
-        )
         pools = []  # stage 2: every training question, LLM-ranked or not
         for question in questions:
             ids = candidates[question.id].ids[: self.num_candidates]
             if len(ids) >= 2:
                 pools.append(TeacherSignal(question.id, ids, np.zeros(len(ids))))
-        return self._score(ranker, pools, data)
+        scored = self._score(ranker, pools, data)
+        self._figures |= _agreement(datamodule.val_signals, self._held_out_scores(ranker, datamodule, scored, data))
+        logger.info(
+            "Ranker vs LLM on %d held-out questions: top-1 agrees %.1f%%, Kendall τ %.3f",
+            len(datamodule.val_signals),
+            100 * self._figures.get("ranker/top1_agrees", float("nan")),
+            self._figures.get("ranker/kendall_tau", float("nan")),
+        )
+        return scored
+
+    def _held_out_scores(
+        self,
+        ranker: CrossEncoderRanker,
+        datamodule: DistillationDataModule,
+        stage2: list[TeacherSignal],
+        data: RetrievalData,
+    ) -> list[TeacherSignal]:
+        """The ranker's scores of the held-out questions over the LLM's candidates.
+
+        Stage 2 already scored them when it used the same candidates (``num_candidates`` = the source's K,
+        the default); otherwise they are scored again over the LLM's own candidates.
+        """
+        by_qid = {signal.qid: signal for signal in stage2}
+        held_out = [by_qid.get(signal.qid) for signal in datamodule.val_signals]
+        if all(
+            got is not None and got.candidate_ids == want.candidate_ids
+            for got, want in zip(held_out, datamodule.val_signals, strict=True)
+        ):
+            return [got for got in held_out if got is not None]
+        return self._score(ranker, datamodule.val_signals, data)
 
     def _key(self, signals: list[TeacherSignal]) -> str:
         """What the ranker is a function of: the stage-0 signals' content and the ranker settings."""
