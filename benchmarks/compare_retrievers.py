@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -22,11 +23,13 @@ from ranx import Qrels, Run, compare, evaluate
 from ragdistill.candidates.base import as_run
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.metrics import gold_qrels
-from ragdistill.index.faiss_index import FaissIndex
+from ragdistill.index.faiss_index import CorruptIndexError, FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings
-from ragdistill.retriever.search import search
+from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.quiet import quiet_third_party
+
+logger = logging.getLogger(__name__)
 
 METRICS = ["recall@1", "recall@5", "recall@20", "mrr@10"]
 
@@ -37,8 +40,13 @@ def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str
     data: RetrievalData = instantiate(cfg.data)
     exported = run_dir / "retriever"
     retriever = BiEncoder(path=str(exported) if exported.is_dir() else cfg.retriever.path).eval()
-    index = FaissIndex.load(run_dir / "index")
     settings = EncodeSettings(64, "cpu", str(cfg.evaluation.precision))
+    try:
+        index = FaissIndex.load(run_dir / "index")
+    except CorruptIndexError as err:  # truncated, corrupted or half-written: rebuild it from the run's retriever
+        logger.warning("Rebuilding the faiss index from the run's retriever and corpus: %s", err)
+        index = build_index(retriever, data.corpus, instantiate(cfg.index), settings)
+        index.save(run_dir / "index")
     ranking = as_run(search(retriever, index, data.eval, depth, settings))
     return str(cfg.name), data, ranking, json.loads((run_dir / "metrics.json").read_text())
 

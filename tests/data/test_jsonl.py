@@ -115,6 +115,84 @@ def test_malformed_json(tmp_path: Path) -> None:
         read_corpus(corpus)
 
 
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b'{"id": "p1", "text": "caf\xe9"}\n', "byte 0xe9 at column 26"),
+        (b'\xef\xbb\xbf{"id": "p1", "text": "caf\xe9"}\n', "byte 0xe9 at column 26"),  # the BOM is not a column
+        (b'{"id": "p1", "text": "\xc3\xa9t\xc3\xa9 \xff"}\n', "byte 0xff at column 27"),  # columns count characters
+    ],
+)
+def test_bad_utf8_column_counts_characters_after_the_bom(tmp_path: Path, content: bytes, fragment: str) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(content)
+    with raises_at(corpus, 1, "not valid UTF-8", fragment):
+        read_corpus(corpus)
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "fragments"),
+    [
+        # json.loads raises RecursionError / a plain ValueError here, not JSONDecodeError
+        (b'{"id": "p1", "text": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 1, ("nested too deeply",)),
+        (b'{"id": "p1", "text": "t", "n": 1' + b"0" * 5000 + b"}", 1, ("number is too long", "4300 digits")),
+        (b'{"id": "p1", "text": "t"}\n{"id": "p2", "te', 2, ("Unterminated string", "was it cut short?")),
+        (b'{\n  "id": "p1",\n  "text": "t"\n}\n', 1, ("not closed on this line", "pretty-printed")),
+    ],
+)
+def test_json_faults_beyond_syntax_errors(tmp_path: Path, content: bytes, line: int, fragments: tuple[str]) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(content)
+    with raises_at(corpus, line, "invalid JSON", *fragments):
+        read_corpus(corpus)
+
+
+def test_syntax_error_on_a_closed_line_gets_no_hint(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'{"id": "p1" "text": "t"}')  # last line, no newline, but complete
+    with pytest.raises(DataValidationError) as info:
+        read_corpus(corpus)
+    assert info.value.message == "invalid JSON: Expecting ',' delimiter (column 13)"
+
+
+def test_byte_order_mark_after_the_first_line_is_refused(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'\xef\xbb\xbf{"id": "p1", "text": "t"}\n\xef\xbb\xbf{"id": "p2", "text": "u"}\n')
+    with raises_at(corpus, 2, "byte-order mark", "concatenated"):
+        read_corpus(corpus)
+
+
+@pytest.mark.parametrize(
+    ("kind", "record", "fragment"),
+    [
+        ("corpus", {"id": "p1", "text": "a\ud800b"}, "field 'text' holds an unpaired surrogate \\ud800 at character 2"),
+        ("corpus", {"id": "p1", "text": "t", "title": "\udfff"}, "field 'title' holds an unpaired surrogate"),
+        ("questions", {"id": "q\udc80", "question": "?"}, "field 'id' holds an unpaired surrogate \\udc80"),
+        ("questions", {"id": "q", "question": "?", "answers": ["ok", "x\ud83d"]}, "field 'answers' item 1 holds"),
+        ("questions", {"id": "q", "turns": ["hi", "\ud83d"]}, "field 'turns' item 1 holds an unpaired surrogate"),
+    ],
+)
+def test_lone_surrogates_are_refused(tmp_path: Path, kind: str, record: dict[str, Any], fragment: str) -> None:
+    path = write_jsonl(tmp_path / f"{kind}.jsonl", [record])  # json.dumps writes them as \\uXXXX escapes
+    with raises_at(path, 1, fragment, "not valid Unicode"):
+        read_corpus(path) if kind == "corpus" else read_questions(path, set())
+
+
+def test_surrogate_pairs_are_one_character(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "p1", "text": "smile \U0001f600"}])
+    assert b"\\ud83d\\ude00" in corpus.read_bytes()
+    assert read_corpus(corpus)[0].text == "smile \U0001f600"
+
+
+def test_unreadable_file(tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)  # chmod would not stop root
+    with raises_at(corpus_file, None, "cannot read the file: Permission denied"):
+        read_corpus(corpus_file)
+
+
 @pytest.mark.parametrize(("line", "json_type"), [("[1, 2]", "array"), ('"text"', "string"), ("3", "number")])
 def test_line_not_an_object(tmp_path: Path, line: str, json_type: str) -> None:
     corpus = write_lines(tmp_path / "corpus.jsonl", ['{"id": "p1", "text": "ok"}', line])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -9,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragdistill.index.faiss_index import IDS_FILE, INDEX_FILE, META_FILE, FaissIndex
+from ragdistill.index.faiss_index import (
+    IDS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    META_FILE,
+    CorruptIndexError,
+    FaissIndex,
+)
 
 
 def _ids(n: int) -> list[str]:
@@ -144,33 +152,41 @@ def saved(tmp_path: Path) -> Path:
 
 def test_load_missing_file(saved: Path) -> None:
     (saved / INDEX_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match=rf"missing {INDEX_FILE}"):
+    with pytest.raises(CorruptIndexError, match=rf"{INDEX_FILE} is missing"):
         FaissIndex.load(saved)
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(FileNotFoundError, match=r"no faiss index in .*nowhere"):
         FaissIndex.load(saved.parent / "nowhere")
 
 
+def _rewrite(saved: Path, name: str, data: bytes) -> None:
+    """Replace ``name`` and re-record it in the manifest: a consistent-looking save with bad content."""
+    (saved / name).write_bytes(data)
+    manifest = json.loads((saved / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (saved / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def test_load_corrupt_index(saved: Path) -> None:
-    (saved / INDEX_FILE).write_bytes(b"not a faiss index")
+    _rewrite(saved, INDEX_FILE, b"not a faiss index")
     with pytest.raises(ValueError, match="cannot read faiss index"):
         FaissIndex.load(saved)
 
 
 def test_load_corrupt_json(saved: Path) -> None:
-    (saved / IDS_FILE).write_text('["p0", ', encoding="utf-8")
+    _rewrite(saved, IDS_FILE, b'["p0", ')
     with pytest.raises(ValueError, match=rf"cannot read .*{IDS_FILE}"):
         FaissIndex.load(saved)
 
 
 def test_load_ids_count_mismatch(saved: Path) -> None:
-    (saved / IDS_FILE).write_text(json.dumps(_ids(7)), encoding="utf-8")
+    _rewrite(saved, IDS_FILE, json.dumps(_ids(7)).encode())
     with pytest.raises(ValueError, match=r"holds 8 vectors but ids\.json has 7 ids"):
         FaissIndex.load(saved)
 
 
 def test_load_meta_mismatch(saved: Path) -> None:
     meta = json.loads((saved / META_FILE).read_text(encoding="utf-8"))
-    (saved / META_FILE).write_text(json.dumps({**meta, "dim": 9}), encoding="utf-8")
+    _rewrite(saved, META_FILE, json.dumps({**meta, "dim": 9}).encode())
     with pytest.raises(ValueError, match="dim=9"):
         FaissIndex.load(saved)
 
@@ -231,7 +247,7 @@ def test_sharded_load_names_a_missing_shard(tmp_path: Path) -> None:
     index.build(np.eye(8, dtype=np.float32), _ids(8))
     index.save(tmp_path / "idx")
     (tmp_path / "idx" / "index-00001.faiss").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing index-00001\.faiss"):
+    with pytest.raises(CorruptIndexError, match=r"index-00001\.faiss is missing"):
         FaissIndex.load(tmp_path / "idx")
 
 

@@ -13,9 +13,11 @@ Unknown fields are ignored so files can carry the user's own metadata.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
+import re
 from collections.abc import Container
 from pathlib import Path
 from typing import Any
@@ -157,42 +159,104 @@ def read_jsonl_records(path: PathArg) -> list[tuple[int, Record]]:
         One pair per non-blank line.
 
     Raises:
-        DataValidationError: If the file is missing, holds no record, a line is not UTF-8,
-            not valid JSON, or not a JSON object.
+        DataValidationError: If the file is missing or unreadable, holds no record, or a line is
+            not UTF-8, not valid JSON, or not a JSON object.
     """
     file = Path(path)
     if not file.is_file():
         raise DataValidationError(path, "file not found" if not file.exists() else "not a regular file")
     records: list[tuple[int, Record]] = []
-    with file.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            text = _decode(raw, path, line)
-            if text.strip():
-                records.append((line, _parse_object(text, path, line)))
+    try:
+        with file.open("rb") as handle:
+            for line, raw in enumerate(handle, start=1):
+                text = _decode(raw, path, line)
+                if text.strip():
+                    records.append((line, _parse_object(text, path, line, ends_file=not raw.endswith(b"\n"))))
+    except OSError as exc:  # permissions, a file that vanished, an I/O error: no line to blame
+        raise DataValidationError(path, f"cannot read the file: {exc.strerror or exc}") from None
     if not records:
         raise DataValidationError(path, "file is empty (expected one JSON object per line)")
     return records
 
 
 def _decode(raw: bytes, path: PathArg, line: int) -> str:
+    """Decode one line as UTF-8, accepting a byte-order mark only where editors put one: the file's start.
+
+    The mark is cut off by hand rather than by the ``utf-8-sig`` codec so that a bad byte is reported
+    with its own value, at the character column an editor shows (the mark is invisible there, and
+    JSON errors count columns in characters too). A mark on a later line is almost always two files
+    joined with ``cat``; JSON would only call it an "unexpected BOM".
+    """
+    body = raw[len(codecs.BOM_UTF8) :] if line == 1 and raw.startswith(codecs.BOM_UTF8) else raw
     try:
-        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
+        column = len(body[: exc.start].decode("utf-8")) + 1  # exc.start is where the bad sequence begins
         raise DataValidationError(
             path,
-            f"not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); save the file as UTF-8",
+            f"not valid UTF-8 (byte {body[exc.start]:#04x} at column {column}); save the file as UTF-8",
             line,
         ) from None
+    if text.startswith("\ufeff"):
+        raise DataValidationError(
+            path,
+            "unexpected byte-order mark (U+FEFF) at the start of the line; only the file's first bytes may be one "
+            "(were files concatenated? save each as UTF-8 without BOM)",
+            line,
+        )
+    return text
 
 
-def _parse_object(text: str, path: PathArg, line: int) -> Record:
+def _parse_object(text: str, path: PathArg, line: int, ends_file: bool = False) -> Record:
+    """Parse one line as a JSON object; every way ``json.loads`` can fail becomes a located error.
+
+    Besides :class:`json.JSONDecodeError`, ``json.loads`` raises ``RecursionError`` on deeply
+    nested arrays and a plain ``ValueError`` on an integer longer than
+    :func:`sys.get_int_max_str_digits` (4300 digits by default); neither names the line.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataValidationError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line) from None
+        hint = _unclosed_hint(text, ends_file)
+        raise DataValidationError(path, f"invalid JSON: {exc.msg} (column {exc.colno}){hint}", line) from None
+    except RecursionError:
+        raise DataValidationError(path, "invalid JSON: arrays or objects nested too deeply to read", line) from None
+    except ValueError as exc:
+        reason = str(exc).split(":")[0]  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise DataValidationError(path, f"invalid JSON: a number is too long to read ({reason})", line) from None
     if not isinstance(value, dict):
         raise DataValidationError(path, f"expected a JSON object, got {json_type_name(value)}", line)
     return value
+
+
+def _unclosed_hint(text: str, ends_file: bool) -> str:
+    """Explain the two common causes of a line whose JSON stops inside a string, array or object.
+
+    On the file's last line without a newline that is a cut-off write or download; elsewhere it is
+    a record spread over several lines (pretty-printed JSON), which JSONL does not allow.
+    """
+    if not _is_unclosed(text):
+        return ""
+    if ends_file:
+        return "; the file ends inside this record: was it cut short?"
+    return "; the record is not closed on this line: JSONL needs each object on one line (pretty-printed JSON?)"
+
+
+def _is_unclosed(text: str) -> bool:
+    """Whether ``text`` ends inside a JSON string, array or object (brackets counted outside strings)."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = char == "\\", char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+    return in_string or depth > 0
 
 
 def _non_empty_string(record: Record, field: str, path: PathArg, line: int) -> str:
@@ -203,13 +267,17 @@ def _non_empty_string(record: Record, field: str, path: PathArg, line: int) -> s
         raise DataValidationError(path, f"field {field!r} must be a string, got {json_type_name(value)}", line)
     if not value.strip():
         raise DataValidationError(path, f"field {field!r} is empty", line)
+    _check_text(value, f"field {field!r}", path, line)
     return value
 
 
 def _optional_string(record: Record, field: str, path: PathArg, line: int) -> str | None:
     value = record.get(field)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise DataValidationError(path, f"field {field!r} must be a string, got {json_type_name(value)}", line)
+    _check_text(value, f"field {field!r}", path, line)
     return value
 
 
@@ -229,7 +297,33 @@ def _string_list(record: Record, field: str, path: PathArg, line: int, unique: b
         if not item.strip():
             # An empty answer would be "contained" in every passage and count as a hit.
             raise DataValidationError(path, f"field {field!r} item {index} is an empty string", line)
+        _check_text(item, f"field {field!r} item {index}", path, line)
     return tuple(dict.fromkeys(value)) if unique else tuple(value)
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _check_text(value: str, what: str, path: PathArg, line: int) -> None:
+    r"""Refuse a lone surrogate: JSON lets an escape like ``"\ud800"`` through, but it is not text.
+
+    Python keeps such a string, and it would only fail when first encoded (by a tokenizer, the
+    teacher cache or a report writer), deep in a run and far from the line that holds it.
+
+    Args:
+        value: The string read from the file.
+        what: How the message names it: ``field 'text'`` or ``field 'answers' item 2``.
+        path: The file, for the message.
+        line: The line, for the message.
+    """
+    found = _LONE_SURROGATE.search(value)
+    if found:
+        raise DataValidationError(
+            path,
+            f"{what} holds an unpaired surrogate \\u{ord(found.group()):04x} at character {found.start() + 1}"
+            " (half of a \\uXXXX escape pair; not valid Unicode text)",
+            line,
+        )
 
 
 def _check_unique(item_id: str, kind: str, first_line: dict[str, int], path: PathArg, line: int) -> None:

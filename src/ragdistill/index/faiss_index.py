@@ -4,10 +4,16 @@ Shaped after Tevatron's ``FaissFlatSearcher``: the index knows passage ids (not 
 so callers get back ``[Q, k]`` scores and the matching passage ids, ready for a ranx run. With
 ``shards > 1`` the index is several independent faiss indexes over consecutive blocks of the corpus,
 searched together (``faiss.IndexShards``) and saved as one file each (see :class:`FaissIndex`).
+
+A saved index directory ends with ``manifest.json``, written last: the byte count and sha256 of every file
+the save wrote. :meth:`FaissIndex.load` checks it before reading anything, so a truncated, corrupted or
+half-written index raises :class:`CorruptIndexError` instead of loading as a wrong one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +36,16 @@ INDEX_FILE = "index.faiss"
 SHARD_FILE = "index-{:05d}.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
-FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 2
+"""Version in ``meta.json``. 1: no manifest (still loaded, unverified, with a warning); 2: with a manifest."""
+MANIFEST_VERSION = 1
+"""Version of the ``manifest.json`` layout."""
+_HASH_CHUNK = 1 << 20  # bytes read per step while hashing: files may be GBs, never read whole
+_REBUILD_HINT = (
+    "rerun the command that wrote it, or build it with FaissIndex.build(...) and FaissIndex.save(...) "
+    "(the pipeline's evaluation writes <run_dir>/index)"
+)
 
 # faiss's k-means asks for ~39 training points per centroid and warns below that.
 _POINTS_PER_CENTROID = 39
@@ -38,6 +53,13 @@ _POINTS_PER_CENTROID = 39
 _ADD_CHUNK = 65_536
 # IVF-PQ is trained on at most this many vectors: more adds time, not quality.
 _MAX_TRAIN = 262_144
+
+
+class CorruptIndexError(ValueError):
+    """A saved index directory that must not be used: truncated, corrupted, incomplete or half-written.
+
+    The message names the file, what is wrong with it and how to rebuild the index.
+    """
 
 
 class FaissIndex:
@@ -193,8 +215,9 @@ class FaissIndex:
 
         An unsharded index is one ``index.faiss``; a sharded one is one ``index-NNNNN.faiss`` per shard,
         listed in the meta file (faiss cannot serialise the shards together). Each file is written under
-        a temporary name and renamed, and the meta file comes last, so an interrupted save never leaves
-        a directory that loads as a complete but wrong index.
+        a temporary name, fsynced and renamed. ``manifest.json`` (the byte count and sha256 of every file
+        written) comes last and an earlier save's manifest is removed first, so a directory without a
+        manifest is an interrupted save, and :meth:`load` refuses it.
 
         Returns:
             The directory written to.
@@ -203,6 +226,10 @@ class FaissIndex:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         files = [INDEX_FILE] if len(self._parts) == 1 else [SHARD_FILE.format(i) for i in range(len(self._parts))]
+        # From here until the new manifest lands the directory holds no complete index: without these two an
+        # interrupted save would look like a finished one (new manifest) or an old-format one (v1 meta file).
+        for name in (MANIFEST_FILE, META_FILE):
+            (out / name).unlink(missing_ok=True)
         for name, part in zip(files, self._parts, strict=True):
             _atomic_write(out / name, _index_writer(part))
         _atomic_write(out / IDS_FILE, lambda tmp: tmp.write_text(json.dumps(self._ids), encoding="utf-8"))
@@ -214,6 +241,12 @@ class FaissIndex:
             **self._params(),
         }
         _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+        manifest = {
+            "format_version": MANIFEST_VERSION,
+            "files": {name: _file_entry(out / name) for name in (*files, IDS_FILE, META_FILE)},
+        }
+        _atomic_write(out / MANIFEST_FILE, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8"))
+        _fsync_dir(out)
         for stale in {*out.glob("index*.faiss")} - {out / name for name in files}:  # an earlier save's shards
             stale.unlink()
         logger.info("Saved %r to %s", self, out)
@@ -221,22 +254,35 @@ class FaissIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> FaissIndex:
-        """Read an index written by :meth:`save`.
+        """Read an index written by :meth:`save`, after checking every file against ``manifest.json``.
+
+        Each file the manifest lists must exist with its recorded byte count and sha256 (streamed, so a
+        multi-GB index is hashed in constant memory) before any is read. A directory saved before manifests
+        existed (``meta.json`` format version 1, no manifest) still loads, with a warning that its files
+        cannot be verified.
 
         Raises:
-            FileNotFoundError: If a file of the index is missing (names the files expected).
+            FileNotFoundError: If ``directory`` holds no index files at all.
+            CorruptIndexError: If a file is missing, truncated or fails its checksum, the manifest is missing
+                from a directory saved with one (an interrupted save) or unreadable; the message names the
+                file, the problem and how to rebuild the index.
             ValueError: If a file is unreadable, or the ids, the index and the meta file disagree.
         """
         src = Path(directory)
-        meta: Any = _read_json(src / META_FILE) if (src / META_FILE).is_file() else {}
+        if (src / MANIFEST_FILE).is_file():
+            _verify_manifest(src)
+        else:
+            _check_unverifiable(src)
+        meta: Any = _read_json(src / META_FILE)
         files = meta.get("files", [INDEX_FILE]) if isinstance(meta, dict) else [INDEX_FILE]
         if not isinstance(files, list) or not files or any(not isinstance(f, str) or Path(f).name != f for f in files):
             raise ValueError(f"malformed {src / META_FILE}: 'files' must list the index files by name")
-        missing = [name for name in (META_FILE, IDS_FILE, *files) if not (src / name).is_file()]
+        missing = [name for name in (IDS_FILE, *files) if not (src / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise CorruptIndexError(
                 f"incomplete faiss index directory {src}: missing {', '.join(missing)} "
-                f"(expected {META_FILE}, {IDS_FILE}, {', '.join(files)}; was it written by FaissIndex.save?)"
+                f"(expected {META_FILE}, {IDS_FILE}, {', '.join(files)}); delete {src} and rebuild it: "
+                f"{_REBUILD_HINT}"
             )
         ids = _read_json(src / IDS_FILE)
         if not isinstance(meta, dict) or not isinstance(ids, list):
@@ -387,13 +433,131 @@ def _index_writer(index: Any) -> Callable[[Path], None]:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` and then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)``, fsync the temporary file and rename it onto ``path``.
+
+    The fsync makes the content durable before the rename, so the manifest (written last) never outlives
+    the files it describes after a crash.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the renames into ``directory`` (POSIX); best effort, some platforms cannot open a directory."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sha256_file(path: Path) -> str:
+    """Hex sha256 of ``path``, read in :data:`_HASH_CHUNK` pieces (constant memory for any file size)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    """The manifest entry of ``path``: its byte count and sha256."""
+    return {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+
+
+def _corrupt(src: Path, problem: str) -> CorruptIndexError:
+    return CorruptIndexError(f"corrupt faiss index {src}: {problem}; delete {src} and rebuild it: {_REBUILD_HINT}")
+
+
+def _verify_manifest(src: Path) -> None:
+    """Check every file ``manifest.json`` lists (presence, byte count, then sha256); raise on any problem.
+
+    Sizes are checked for all files before any is hashed, so a truncation is reported without reading GBs.
+    """
+    try:
+        manifest = json.loads((src / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise _corrupt(src, f"{MANIFEST_FILE} is unreadable ({err})") from err
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(entries, dict)
+        or not {META_FILE, IDS_FILE} <= entries.keys()
+        or any(
+            not isinstance(e, dict) or not isinstance(e.get("bytes"), int) or not isinstance(e.get("sha256"), str)
+            for e in entries.values()
+        )
+        or any(Path(name).name != name for name in entries)
+    ):
+        raise _corrupt(src, f"{MANIFEST_FILE} is malformed (it must map every file to its 'bytes' and 'sha256')")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > MANIFEST_VERSION:
+        raise ValueError(
+            f"{src / MANIFEST_FILE} has format version {version!r}; this ragdistill reads up to "
+            f"{MANIFEST_VERSION}: load it with the newer ragdistill that wrote it, or rebuild it: {_REBUILD_HINT}"
+        )
+    problems = []
+    for name, entry in entries.items():
+        path = src / name
+        if not path.is_file():
+            problems.append(f"{name} is missing (the manifest lists it with {entry['bytes']} bytes)")
+        elif (size := path.stat().st_size) != entry["bytes"]:
+            kind = "truncated" if size < entry["bytes"] else "wrong size"
+            problems.append(f"{name} is {kind}: expected {entry['bytes']} bytes, found {size}")
+    if not problems:
+        for name, entry in entries.items():
+            if (found := _sha256_file(src / name)) != entry["sha256"]:
+                problems.append(
+                    f"{name} fails its checksum: expected sha256 {entry['sha256']}, found {found} "
+                    "(same size, different content)"
+                )
+    if problems:
+        raise _corrupt(src, "; ".join(problems))
+    meta = _read_json(src / META_FILE)
+    files = meta.get("files", [INDEX_FILE]) if isinstance(meta, dict) else []
+    unlisted = [f for f in files if isinstance(f, str) and f not in entries]
+    if unlisted:
+        raise _corrupt(src, f"{META_FILE} names {', '.join(unlisted)}, which {MANIFEST_FILE} does not list")
+
+
+def _check_unverifiable(src: Path) -> None:
+    """Judge a directory without a manifest: old format (warn and go on), interrupted save or no index (raise)."""
+    if not (src / META_FILE).is_file():
+        present = sorted(p.name for p in src.glob("*") if p.name == IDS_FILE or p.suffix == ".faiss")
+        if not present:
+            raise FileNotFoundError(
+                f"no faiss index in {src}: expected {MANIFEST_FILE}, {META_FILE}, {IDS_FILE} and "
+                f"{INDEX_FILE} (or index-NNNNN.faiss shards), as written by FaissIndex.save"
+            )
+        raise _corrupt(
+            src,
+            f"{MANIFEST_FILE} and {META_FILE} are missing beside {', '.join(present)} "
+            "(an interrupted save, or deleted files)",
+        )
+    meta = _read_json(src / META_FILE)
+    version = meta.get("format_version", 1) if isinstance(meta, dict) else 1
+    if not isinstance(version, int) or version >= 2:
+        raise _corrupt(
+            src,
+            f"{MANIFEST_FILE} is missing but {META_FILE} has format version {version!r}, which is always saved "
+            "with one: the save that wrote it was interrupted (or the manifest was deleted)",
+        )
+    logger.warning(
+        "Faiss index %s has no %s (saved by an older ragdistill, format version %s): its files cannot be checked "
+        "for truncation or corruption. Save it again (or rebuild it) to add one.",
+        src,
+        MANIFEST_FILE,
+        version,
+    )
 
 
 def _read_json(path: Path) -> Any:
