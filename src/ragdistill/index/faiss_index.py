@@ -12,7 +12,6 @@ half-written index raises :class:`CorruptIndexError` instead of loading as a wro
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ragdistill.utils.atomic import fsync_dir
 from ragdistill.utils.progress import track_chunks
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class FaissIndex:
             "files": {name: _file_entry(out / name) for name in (*files, IDS_FILE, META_FILE)},
         }
         _atomic_write(out / MANIFEST_FILE, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8"))
-        _fsync_dir(out)
+        fsync_dir(out)
         for stale in {*out.glob("index*.faiss")} - {out / name for name in files}:  # an earlier save's shards
             stale.unlink()
         logger.info("Saved %r to %s", self, out)
@@ -449,16 +449,6 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the renames into ``directory`` (POSIX); best effort, some platforms cannot open a directory."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _sha256_file(path: Path) -> str:
