@@ -183,6 +183,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     with _finalize_loggers_on_failure(loggers):
         with timer("teacher"):
             signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
+        # the teacher may have drawn random numbers (scoring) or none (cache hit): reseed, so that training
+        # is the same whichever it did, and a resumed run ends with an uninterrupted run's metrics
+        pl.seed_everything(cfg.seed, workers=True)
         datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
         metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
         with timer("fit"):
