@@ -134,6 +134,22 @@ def totals_sentence(rows: Sequence[CacheRow]) -> str:
     )
 
 
+CACHE_HEADER = ("teacher", "runs", "shards scored", "shards reused", "scoring time (s)", "saved (s)")
+"""The columns of the report's teacher-cache table, in both renderings."""
+
+
+def cache_cells(row: CacheRow) -> list[str]:
+    """One row's cells under :data:`CACHE_HEADER`, unescaped (each renderer escapes them its own way)."""
+    return [
+        row.teacher,
+        str(row.runs),
+        str(row.shards_scored),
+        str(row.shards_reused),
+        format_seconds(row.scoring_s),
+        format_seconds(row.saved_s),
+    ]
+
+
 def format_seconds(seconds: float | None) -> str:
     """A table cell: seconds with one decimal, like the ``runtime/...`` columns; a dash for unknown."""
     return ABSENT if seconds is None else f"{seconds:.1f}"

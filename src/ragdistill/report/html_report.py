@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
-from ragdistill.report.cache_savings import format_seconds, totals_sentence
+from ragdistill.report.cache_savings import CACHE_HEADER, cache_cells, totals_sentence
 from ragdistill.report.document import Report, columns_note
 
 STYLE = """
@@ -114,16 +114,12 @@ def _groups_table(report: Report) -> str:
 
 
 def _cache_table(report: Report) -> str:
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in ("teacher", "runs", "shards scored", "shards reused", "scoring time (s)", "saved (s)")
-    )
-    rows = [
-        f'<tr><td>{escape(row.teacher)}</td><td class="num">{row.runs}</td><td class="num">{row.shards_scored}</td>'
-        f'<td class="num">{row.shards_reused}</td><td class="num">{format_seconds(row.scoring_s)}</td>'
-        f'<td class="num">{format_seconds(row.saved_s)}</td></tr>'
-        for row in report.cache
-    ]
+    head = "".join(f"<th>{escape(name)}</th>" for name in CACHE_HEADER)
+    rows = []
+    for row in report.cache:
+        teacher, *numbers = cache_cells(row)
+        cells = f"<td>{escape(teacher)}</td>" + "".join(f'<td class="num">{escape(cell)}</td>' for cell in numbers)
+        rows.append(f"<tr>{cells}</tr>")
     return "<table><thead><tr>" + head + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
 
 

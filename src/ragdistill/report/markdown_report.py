@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragdistill.report.cache_savings import format_seconds, totals_sentence
+from ragdistill.report.cache_savings import CACHE_HEADER, cache_cells, totals_sentence
 from ragdistill.report.document import Report, columns_note
 
 
@@ -50,20 +50,7 @@ def to_markdown(report: Report) -> str:
             "",
             "## Teacher cache",
             "",
-            _table(
-                ["teacher", "runs", "shards scored", "shards reused", "scoring time (s)", "saved (s)"],
-                [
-                    [
-                        _escape(row.teacher),
-                        str(row.runs),
-                        str(row.shards_scored),
-                        str(row.shards_reused),
-                        format_seconds(row.scoring_s),
-                        format_seconds(row.saved_s),
-                    ]
-                    for row in report.cache
-                ],
-            ),
+            _table(list(CACHE_HEADER), [[_escape(cell) for cell in cache_cells(row)] for row in report.cache]),
             "",
             totals_sentence(report.cache),
         ]
