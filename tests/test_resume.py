@@ -1,17 +1,21 @@
-"""A run killed (SIGKILL, the worst case: no handler runs) during teacher scoring loses at most one shard.
+"""A run killed (SIGKILL, the worst case: no handler runs) loses at most the work since its last save.
 
-The same command run again reuses the finished shards, scores the rest, and ends with the metrics and the
-cached signals of a run that was never interrupted.
+Killed during teacher scoring, the same command run again reuses the finished shards and scores the rest;
+killed during training, it continues from the last resume checkpoint, mid-epoch; killed while the trained
+retriever indexes the corpus, it skips training (the checkpoint saved at the end of ``fit``) and indexes
+again. Each ends with the metrics of a run that was never interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +47,19 @@ def _shards(cache: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in cache.glob("teacher_signals/*/shard-*.json")}
 
 
+def _kill_when(command: list[str], cwd: Path, ready: Callable[[], bool]) -> None:
+    """Start ``command``, SIGKILL its whole process group as soon as ``ready()``; fail if it ends first."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 600
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
 def _finished(tmp_path: Path, command: list[str]) -> dict[str, float]:
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -53,15 +70,7 @@ def _finished(tmp_path: Path, command: list[str]) -> dict[str, float]:
 @pytest.mark.slow
 def test_a_run_killed_during_teacher_scoring_finishes_like_an_uninterrupted_one(tmp_path, tiny_encoder_dir):
     command = _command(tmp_path, tiny_encoder_dir, "cache", "killed")
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 600
-    while not _shards(tmp_path / "cache") and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed between its two shards"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    _kill_when(command, tmp_path, lambda: bool(_shards(tmp_path / "cache")))
     assert len(_shards(tmp_path / "cache")) == 1  # killed while scoring the second shard
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
@@ -72,8 +81,73 @@ def test_a_run_killed_during_teacher_scoring_finishes_like_an_uninterrupted_one(
     assert uninterrupted["teacher/cache_shards_scored"] == 2
     assert _shards(tmp_path / "cache") == _shards(tmp_path / "fresh_cache")  # byte for byte, same names
 
-    def computed(metrics: dict[str, float]) -> dict[str, float]:
-        return {key: value for key, value in metrics.items() if not key.startswith(VARIES)}
+    assert _computed(resumed) == _computed(uninterrupted)
+    assert "test/gold/recall@5" in _computed(resumed) and "teacher/top1_gold" in _computed(resumed)
 
-    assert computed(resumed) == computed(uninterrupted)
-    assert "test/gold/recall@5" in computed(resumed) and "teacher/top1_gold" in computed(resumed)
+
+def _training_command(tmp_path: Path, tiny_encoder_dir: Path, run: str) -> list[str]:
+    """Two epochs of 13 steps with dropout (tiny BERT), a resume checkpoint every 5 steps, one shared cache."""
+    return [
+        str(BIN / "ragdistill-train"),
+        "experiment=fixture_smoke",
+        "trainer.max_epochs=2",
+        "resume_every_n_steps=5",
+        f"retriever.path={tiny_encoder_dir}",
+        "evaluation.bm25_baseline=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / run}",
+    ]
+
+
+def _resume_step(cache: Path) -> int:
+    """The step of the newest complete resume checkpoint in ``cache`` (its manifest records it), or -1."""
+    steps = [-1]
+    for manifest in cache.glob("resume/*/manifest.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):  # being replaced right now
+            steps.append(int(json.loads(manifest.read_text())["global_step"]))
+    return max(steps)
+
+
+def _computed(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not key.startswith(VARIES)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_training(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) -> dict[str, float]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    metrics = _finished(root, _training_command(root, tiny_encoder_dir, "run"))
+    assert metrics["runtime/resumed"] == 0.0
+    return metrics
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_training_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(
+    tmp_path: Path, tiny_encoder_dir: Path, uninterrupted_training: dict[str, float]
+) -> None:
+    _kill_when(
+        _training_command(tmp_path, tiny_encoder_dir, "killed"),
+        tmp_path,
+        lambda: _resume_step(tmp_path / "cache") >= 15,
+    )
+    assert 15 <= _resume_step(tmp_path / "cache") < 26  # killed in the second epoch, before the end of training
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _finished(tmp_path, _training_command(tmp_path, tiny_encoder_dir, "resumed"))
+
+    assert resumed["runtime/resumed"] == 1.0
+    assert _computed(resumed) == _computed(uninterrupted_training)
+    assert not list((tmp_path / "cache").glob("resume/*")), "a finished run deletes its resume checkpoint"
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_indexing_skips_training_and_ends_like_an_uninterrupted_one(
+    tmp_path: Path, tiny_encoder_dir: Path, uninterrupted_training: dict[str, float]
+) -> None:
+    exported = tmp_path / "killed" / "retriever" / "model.safetensors"  # written right before evaluation starts
+    _kill_when(_training_command(tmp_path, tiny_encoder_dir, "killed"), tmp_path, exported.exists)
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _finished(tmp_path, _training_command(tmp_path, tiny_encoder_dir, "resumed"))
+
+    assert resumed["runtime/resumed"] == 1.0 and resumed["runtime/fit_s"] < uninterrupted_training["runtime/fit_s"]
+    assert _computed(resumed) == _computed(uninterrupted_training)

@@ -32,6 +32,7 @@ from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.dashboards import build_loggers, log_run_outputs
 from ragdistill.utils.distributed import is_global_zero, start_processes
+from ragdistill.utils.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key
 from ragdistill.utils.run_info import save_run_info
 from ragdistill.utils.timing import StageTimer
 
@@ -145,6 +146,17 @@ def _held_out_questions(data: RetrievalData, val_signals: Sequence[TeacherSignal
     return [question for question in data.train if question.id in held_out]
 
 
+def _start_resuming(resume: ResumeCheckpoint | None, directory: Path) -> Path | None:
+    """Point ``resume`` (None: resuming is off) at ``directory``; return a checkpoint an interrupted run left there."""
+    if resume is None:
+        return None
+    resume.use(directory)
+    checkpoint = checkpoint_to_resume(directory)
+    if checkpoint is not None:
+        logger.info("Resuming training from <%s> (an earlier run of this command was interrupted)", checkpoint)
+    return checkpoint
+
+
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
     """What every run does first: check the config, seed, record the run, load the data."""
     check_config(cfg)
@@ -176,7 +188,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     teacher: Teacher = _build(cfg, "teacher")
     loggers: list[Logger] = build_loggers(cfg)
-    callbacks = instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data)
+    resume = ResumeCheckpoint(cfg.resume_every_n_steps) if cfg.get("resume_every_n_steps") else None
+    callbacks = (
+        instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data) + ([resume] if resume else [])
+    )
     trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
     if teacher.scores_on_every_rank:  # trainer=ddp: the teacher's LM passes are split over the ranks too
         start_processes(trainer)
@@ -188,8 +203,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
         metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
+        resume_dir = Path(cfg.paths.cache_dir) / "resume" / resume_key(cfg, signals)
+        checkpoint = _start_resuming(resume, resume_dir)
         with timer("fit"):
-            trainer.fit(retriever, datamodule=datamodule)
+            trainer.fit(retriever, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         export_sentence_transformers(retriever, run_dir / "retriever")
         if cfg.get("evaluate", True):
             with timer("evaluate"):
@@ -199,9 +216,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 metrics |= evaluate_retriever(
                     retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg), validation=held_out
                 )
-    metrics |= timer.metrics()
+    metrics |= timer.metrics() | {"runtime/resumed": float(checkpoint is not None)}
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
-    return _finish(metrics, loggers, run_dir, trainer.global_step), objects
+    finished = _finish(metrics, loggers, run_dir, trainer.global_step)
+    forget(resume_dir)  # the run is complete: its resume checkpoint would only ever skip training
+    return finished, objects
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

@@ -17,11 +17,12 @@ from ragdistill.index.faiss_index import (
     IDS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
-    MANIFEST_VERSION,
     META_FILE,
     CorruptIndexError,
     FaissIndex,
 )
+from ragdistill.utils import manifest as manifest_module
+from ragdistill.utils.manifest import MANIFEST_VERSION
 
 SHARD_1 = "index-00001.faiss"
 
@@ -120,7 +121,7 @@ def test_truncation_is_reported_without_hashing(tmp_path: Path, monkeypatch: pyt
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"hashed {path} although a size was already wrong")
 
-    monkeypatch.setattr(faiss_index, "_sha256_file", no_hashing)
+    monkeypatch.setattr(manifest_module, "sha256_file", no_hashing)
     size = _manifest(out)["files"][SHARD_1]["bytes"]
     with pytest.raises(CorruptIndexError, match=rf"{SHARD_1} is wrong size: expected {size} bytes, found {size + 5}"):
         FaissIndex.load(out)
@@ -235,7 +236,15 @@ def test_interrupted_resave_never_loads(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         real_write(path, write)
 
+    real_write_text = manifest_module.atomic_write_text
+
+    def interrupted_text(path: Path, text: str) -> None:
+        if Path(path).name == fail_at:
+            raise KeyboardInterrupt
+        real_write_text(path, text)
+
     monkeypatch.setattr(faiss_index, "_atomic_write", interrupted)
+    monkeypatch.setattr(manifest_module, "atomic_write_text", interrupted_text)  # the manifest's own writer
     with pytest.raises(KeyboardInterrupt):
         _save(out, shards=3)
     monkeypatch.undo()
@@ -251,33 +260,3 @@ def test_directory_without_an_index_is_file_not_found(tmp_path: Path) -> None:
     for directory in (tmp_path / "empty", tmp_path / "nowhere"):
         with pytest.raises(FileNotFoundError, match=f"no faiss index in {re.escape(str(directory))}"):
             FaissIndex.load(directory)
-
-
-def test_hashing_streams_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "blob"
-    data = np.random.default_rng(0).bytes(10_000)
-    path.write_bytes(data)
-    reads: list[int] = []
-    real_open = Path.open
-
-    class Spy:
-        def __init__(self, f: Any) -> None:
-            self.f = f
-
-        def __enter__(self) -> Spy:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.f.close()
-
-        def read(self, size: int = -1) -> bytes:
-            reads.append(size)
-            chunk: bytes = self.f.read(size)
-            return chunk
-
-    monkeypatch.setattr(faiss_index, "_HASH_CHUNK", 1024)
-    monkeypatch.setattr(Path, "open", lambda self, *a, **k: Spy(real_open(self, *a, **k)))
-
-    assert faiss_index._sha256_file(path) == hashlib.sha256(data).hexdigest()
-    assert reads and all(0 < size <= 1024 for size in reads)
-    assert len(reads) == 11  # ten 1 KiB reads (the last one short) and the empty read that ends the loop

@@ -196,6 +196,27 @@ def test_broken_converted_folders_are_detected(tiny_causal_dir, tmp_path):
     assert _conversion_problem(folder) is not None
 
 
+def test_a_converted_folder_with_a_flipped_byte_fails_its_checksum(tiny_causal_dir, tmp_path):
+    """Sizes and the safetensors header cannot see a changed weight; the manifest's sha256 can."""
+    import json
+    import shutil
+
+    from ragdistill.models.lm import CONVERSION_FILE, _conversion_problem
+    from ragdistill.utils.manifest import write_manifest
+
+    folder = tmp_path / "converted"
+    shutil.copytree(tiny_causal_dir, folder)
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    (folder / CONVERSION_FILE).write_text(json.dumps({"source": "x.gguf", "files": files}))
+    write_manifest(folder)  # what _convert_gguf writes last
+    assert _conversion_problem(folder) is None
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert "model.safetensors fails its checksum" in str(_conversion_problem(folder))
+
+
 @pytest.mark.slow
 def test_packaged_gemma_converts_and_continues_text(tmp_path):
     # `make test` installs gemma (`make gemma`); without it this fails with the pip command to run

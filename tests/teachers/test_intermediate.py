@@ -69,6 +69,18 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     assert second["ranker/reused"] == 1.0  # stage 1 not retrained
     assert [s.scores.tolist() for s in again["signals"]] == [s.scores.tolist() for s in signals]
 
+    # a flipped byte in the cached ranker's weights: detected by its manifest, the ranker retrained the same
+    (ranker_dir,) = (tmp_path / "cache" / "rankers").iterdir()
+    weights = ranker_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    third_cfg = compose_at("config", [*overrides, "loss=listnet"], tmp_path / "third")
+    third_cfg.paths.cache_dir = str(tmp_path / "cache")
+    third, retrained = train(third_cfg)
+    assert third["ranker/reused"] == 0.0
+    assert [s.scores.tolist() for s in retrained["signals"]] == [s.scores.tolist() for s in signals]
+
     # the LLM ranks only the first 20 questions (a prefix: its cached shards are reused); the ranker
     # still labels every training question
     few_cfg = compose_at("config", [*overrides, "teacher.llm_questions=20"], tmp_path / "few")

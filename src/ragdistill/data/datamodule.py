@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -108,11 +109,25 @@ class EpochSampler(DistributedSampler):
     def __init__(self, dataset: SignalDataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.signals = dataset
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the shuffle and the dataset's negative sampling for ``epoch``."""
         super().set_epoch(epoch)
         self.signals.epoch = epoch
+
+    def skip_next(self, items: int) -> None:
+        """Leave out the first ``items`` indices of the next pass only: the part of an epoch trained before a restart.
+
+        ``len()`` still counts the whole epoch, as Lightning's loop position (restored from the checkpoint)
+        counts the batches already trained.
+        """
+        self._skip = items
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])
 
 
 def _pad(rows: list[list[Any]], width: int, fill: Any) -> list[list[Any]]:
@@ -178,6 +193,7 @@ class DistillationDataModule(pl.LightningDataModule):
         self.positives_per_group = positives_per_group
         self.num_workers = num_workers
         self.seed = seed
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) from a resume checkpoint
         logger.info(
             "Data module: %d training / %d validation signals, batch %d × group %s",
             len(self.train_signals),
@@ -189,14 +205,42 @@ class DistillationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches: a new reproducible order and new negatives each epoch."""
         dataset = SignalDataset(self.train_signals, self.data, self.group_size, self.seed, self.positives_per_group)
-        return DataLoader(
+        sampler = EpochSampler(dataset, self.seed, *self._ranks())
+        loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(dataset, self.seed, *self._ranks()),
+            sampler=sampler,
             collate_fn=collate_groups,
             num_workers=self.num_workers,
             drop_last=len(self.train_signals) > self.batch_size,
         )
+        if self._resume_at is not None:
+            epoch, trained = self._resume_at
+            if trained >= len(loader):  # saved at the end of an epoch: the next one starts afresh
+                epoch, trained = epoch + 1, 0
+            sampler.set_epoch(epoch)  # Lightning draws the first batch before it sets the epoch itself
+            sampler.skip_next(trained * self.batch_size)
+            logger.info("Resuming the training data at epoch %d after %d of %d batches", epoch, trained, len(loader))
+            self._resume_at = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each training checkpoint: which epoch is running and how many of its batches were trained.
+
+        Lightning asks while a checkpoint is written, inside ``on_train_batch_end``, when the batch that just
+        ended counts as processed but not yet completed.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current  # a _ProcessedTracker, typed as its base
+        trained = int(progress.processed)  # type: ignore[attr-defined]
+        return {"epoch": trainer.current_epoch, "batches_trained": trained}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Start the next training pass where the checkpoint's epoch stopped (see :meth:`train_dataloader`)."""
+        if "epoch" in state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_trained"]))
 
     def _ranks(self) -> tuple[int, int]:
         """(world size, global rank) of the trainer using this module; one process without a trainer."""

@@ -12,7 +12,6 @@ half-written index raises :class:`CorruptIndexError` instead of loading as a wro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -24,7 +23,13 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ragdistill.utils.atomic import fsync_dir
+from ragdistill.utils.manifest import (
+    MANIFEST_FILE,
+    CorruptArtifactError,
+    NewerManifestError,
+    verify_manifest,
+    write_manifest,
+)
 from ragdistill.utils.progress import track_chunks
 
 logger = logging.getLogger(__name__)
@@ -36,12 +41,8 @@ INDEX_FILE = "index.faiss"
 SHARD_FILE = "index-{:05d}.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
-MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2
 """Version in ``meta.json``. 1: no manifest (still loaded, unverified, with a warning); 2: with a manifest."""
-MANIFEST_VERSION = 1
-"""Version of the ``manifest.json`` layout."""
-_HASH_CHUNK = 1 << 20  # bytes read per step while hashing: files may be GBs, never read whole
 _REBUILD_HINT = (
     "rerun the command that wrote it, or build it with FaissIndex.build(...) and FaissIndex.save(...) "
     "(the pipeline's evaluation writes <run_dir>/index)"
@@ -55,7 +56,7 @@ _ADD_CHUNK = 65_536
 _MAX_TRAIN = 262_144
 
 
-class CorruptIndexError(ValueError):
+class CorruptIndexError(CorruptArtifactError):
     """A saved index directory that must not be used: truncated, corrupted, incomplete or half-written.
 
     The message names the file, what is wrong with it and how to rebuild the index.
@@ -241,12 +242,7 @@ class FaissIndex:
             **self._params(),
         }
         _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
-        manifest = {
-            "format_version": MANIFEST_VERSION,
-            "files": {name: _file_entry(out / name) for name in (*files, IDS_FILE, META_FILE)},
-        }
-        _atomic_write(out / MANIFEST_FILE, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8"))
-        fsync_dir(out)
+        write_manifest(out, (*files, IDS_FILE, META_FILE))
         for stale in {*out.glob("index*.faiss")} - {out / name for name in files}:  # an earlier save's shards
             stale.unlink()
         logger.info("Saved %r to %s", self, out)
@@ -451,70 +447,21 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _sha256_file(path: Path) -> str:
-    """Hex sha256 of ``path``, read in :data:`_HASH_CHUNK` pieces (constant memory for any file size)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_entry(path: Path) -> dict[str, Any]:
-    """The manifest entry of ``path``: its byte count and sha256."""
-    return {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
-
-
 def _corrupt(src: Path, problem: str) -> CorruptIndexError:
     return CorruptIndexError(f"corrupt faiss index {src}: {problem}; delete {src} and rebuild it: {_REBUILD_HINT}")
 
 
 def _verify_manifest(src: Path) -> None:
-    """Check every file ``manifest.json`` lists (presence, byte count, then sha256); raise on any problem.
-
-    Sizes are checked for all files before any is hashed, so a truncation is reported without reading GBs.
-    """
+    """Check every file ``manifest.json`` lists (see :mod:`ragdistill.utils.manifest`); raise on any problem."""
     try:
-        manifest = json.loads((src / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise _corrupt(src, f"{MANIFEST_FILE} is unreadable ({err})") from err
-    entries = manifest.get("files") if isinstance(manifest, dict) else None
-    if (
-        not isinstance(entries, dict)
-        or not {META_FILE, IDS_FILE} <= entries.keys()
-        or any(
-            not isinstance(e, dict) or not isinstance(e.get("bytes"), int) or not isinstance(e.get("sha256"), str)
-            for e in entries.values()
-        )
-        or any(Path(name).name != name for name in entries)
-    ):
-        raise _corrupt(src, f"{MANIFEST_FILE} is malformed (it must map every file to its 'bytes' and 'sha256')")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > MANIFEST_VERSION:
-        raise ValueError(
-            f"{src / MANIFEST_FILE} has format version {version!r}; this ragdistill reads up to "
-            f"{MANIFEST_VERSION}: load it with the newer ragdistill that wrote it, or rebuild it: {_REBUILD_HINT}"
-        )
-    problems = []
-    for name, entry in entries.items():
-        path = src / name
-        if not path.is_file():
-            problems.append(f"{name} is missing (the manifest lists it with {entry['bytes']} bytes)")
-        elif (size := path.stat().st_size) != entry["bytes"]:
-            kind = "truncated" if size < entry["bytes"] else "wrong size"
-            problems.append(f"{name} is {kind}: expected {entry['bytes']} bytes, found {size}")
-    if not problems:
-        for name, entry in entries.items():
-            if (found := _sha256_file(src / name)) != entry["sha256"]:
-                problems.append(
-                    f"{name} fails its checksum: expected sha256 {entry['sha256']}, found {found} "
-                    "(same size, different content)"
-                )
-    if problems:
-        raise _corrupt(src, "; ".join(problems))
+        manifest = verify_manifest(src, required=(META_FILE, IDS_FILE))
+    except NewerManifestError as err:
+        raise ValueError(f"{err}, or rebuild it: {_REBUILD_HINT}") from err
+    except CorruptArtifactError as err:
+        raise _corrupt(src, str(err)) from err
     meta = _read_json(src / META_FILE)
     files = meta.get("files", [INDEX_FILE]) if isinstance(meta, dict) else []
-    unlisted = [f for f in files if isinstance(f, str) and f not in entries]
+    unlisted = [f for f in files if isinstance(f, str) and f not in manifest["files"]]
     if unlisted:
         raise _corrupt(src, f"{META_FILE} names {', '.join(unlisted)}, which {MANIFEST_FILE} does not list")
 

@@ -16,8 +16,9 @@ same model served elsewhere gives the same answers). A file that does not parse,
 does not hash to its name, is reported with a warning and requested again.
 
 The API key is read from an environment variable whose *name* is configured, so configs, logs and the cache
-hold the name only; the key goes nowhere but the ``Authorization`` header, and is masked in server messages
-quoted in errors.
+hold the name only; the key goes nowhere but the ``Authorization`` header. Whatever comes back from the
+server (answers, usage, error messages) is masked before it is cached, logged or raised: a proxy that
+echoes request headers must not turn the cache or the logs into a copy of the key.
 
 httpx, not ``requests`` or the ``openai`` package: an ``httpx.Client`` is documented thread-safe with one
 connection pool (a ``requests.Session`` is not), has typed per-phase timeouts and timeout exceptions, and is
@@ -301,15 +302,17 @@ class ChatClient:
 
     def _read(self, response: httpx.Response) -> tuple[str, dict[str, Any]]:
         try:
-            data = response.json()
+            data = self._mask(response.json())
             choice = data["choices"][0]
             content = choice["message"]["content"]
             meta = {"finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            body = self._redact(response.text)[:300]
+            body = self._redact(response.text)[:300]  # masked before cutting, so no piece of the key is left
             raise ChatAPIError(
-                f"POST {self.url} answered HTTP {response.status_code} without choices[0].message.content "
-                f"({type(exc).__name__}: {exc}); body starts {body!r}",
+                self._redact(
+                    f"POST {self.url} answered HTTP {response.status_code} without choices[0].message.content "
+                    f"({type(exc).__name__}: {exc}); body starts {body!r}"
+                ),
                 response.status_code,
             ) from None
         if content is None:
@@ -322,14 +325,25 @@ class ChatClient:
     def _server_message(self, response: httpx.Response) -> str:
         """The server's error message (OpenAI puts it in ``error.message``), key masked, at most 500 chars."""
         try:
-            error = response.json().get("error", response.text)
+            error = self._mask(response.json()).get("error", response.text)
             message = error.get("message", error) if isinstance(error, dict) else error
         except (ValueError, AttributeError):
             message = response.text
         return self._redact(str(message) or response.reason_phrase)[:500]
 
     def _redact(self, text: str) -> str:
+        """``text`` with every occurrence of the API key replaced by ``***``."""
         return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _mask(self, value: Any) -> Any:
+        """A parsed JSON answer with the key masked in every string (JSON escapes could hide it in the raw body)."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, dict):
+            return {self._mask(key): self._mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._mask(item) for item in value]
+        return value
 
     def _path(self, key: str) -> Path:
         assert self.cache_dir is not None

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ragdistill.models.locate import PACKAGED_PREFIX, ModelNotFoundError
+from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,13 @@ def _safetensors_problem(file: Path) -> str | None:
 
 
 def _conversion_problem(folder: Path) -> str | None:
-    """Why a converted folder cannot be loaded, or ``None`` when it is complete."""
+    """Why a converted folder cannot be loaded, or ``None`` when it is complete.
+
+    Folders converted since manifests exist are checked file by file against their sha256 (~1 s per GB);
+    older ones by size and safetensors header only.
+    """
+    if (folder / MANIFEST_FILE).exists() and (problem := artifact_problem(folder, required=[CONVERSION_FILE])):
+        return problem
     try:
         files: dict[str, int] = json.loads((folder / CONVERSION_FILE).read_text())["files"]
         json.loads((folder / "config.json").read_text())
@@ -207,10 +214,13 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
     logger.info("Converting <%s> to safetensors in <%s> (once)", gguf, target)
     start = time.perf_counter()
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # GGUF holds only built-in architectures: never run code from beside the file
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = model_class.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = model_class.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32, trust_remote_code=False
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     # transformers 5.x refuses to save a model flagged as quantised; the weights are plain floats by now
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -225,6 +235,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         files = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
         record = {"source": str(gguf), "files": files}
         (staging / CONVERSION_FILE).write_text(json.dumps(record, indent=2))
+        write_manifest(staging)  # sha256 of every file: a flipped byte in the weights is caught on load too
         try:
             staging.rename(target)
         except OSError:

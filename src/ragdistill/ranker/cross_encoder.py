@@ -37,6 +37,7 @@ class CrossEncoderRanker(pl.LightningModule):
         loss: A ranking loss over ``[B, K]`` scores (ListMLE for LLM orders); needed only to train.
         lr: AdamW learning rate (the head, new, learns at 10×).
         cache_dir: Where packaged multi-part models are assembled.
+        trust_remote_code: Run Python code shipped with a hub model (off: such a model is refused).
 
     Shapes:
         ``score`` takes B questions and B·K passages (K per question) and returns ``[B, K]``.
@@ -49,11 +50,12 @@ class CrossEncoderRanker(pl.LightningModule):
         loss: ScoreLoss | None = None,
         lr: float = 2e-5,
         cache_dir: str = ".cache/ragdistill",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         resolved = resolve_model_path(path, cache_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved)
-        self.encoder: PreTrainedModel = AutoModel.from_pretrained(resolved)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+        self.encoder: PreTrainedModel = AutoModel.from_pretrained(resolved, trust_remote_code=trust_remote_code)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), 1)
         head_file = Path(resolved) / HEAD_FILE
         if head_file.exists():

@@ -58,6 +58,8 @@ class BiEncoder(pl.LightningModule):
         scheduler: Factory ``(optimizer, total_steps) -> LR scheduler``, stepped every batch, or ``None``.
         loss: Module with ``forward(student_scores, teacher_scores, mask, positive_mask)``.
         cache_dir: Where packaged multi-part models are assembled.
+        trust_remote_code: Let ``from_pretrained`` run Python code shipped with a hub model (needed by a few
+            custom architectures); off by default because that code runs with the user's rights.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class BiEncoder(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         loss: nn.Module | None = None,
         cache_dir: str = ".cache/ragdistill",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         # logger=False: the run logs its whole config flat (utils/dashboards.py), where these are retriever.*
@@ -91,10 +94,13 @@ class BiEncoder(pl.LightningModule):
         two_tower_export = bool(saved) and not shared_towers
         query_path = str(Path(resolved) / "query") if two_tower_export else resolved
         passage_path = str(Path(resolved) / "passage") if two_tower_export else resolved
-        self.tokenizer = AutoTokenizer.from_pretrained(passage_path)
-        self.passage_encoder: PreTrainedModel = AutoModel.from_pretrained(passage_path)
+        remote = self.hparams["trust_remote_code"]
+        if remote:
+            logger.warning("Running the Python code shipped with <%s> (retriever.trust_remote_code=true)", resolved)
+        self.tokenizer = AutoTokenizer.from_pretrained(passage_path, trust_remote_code=remote)
+        self.passage_encoder: PreTrainedModel = AutoModel.from_pretrained(passage_path, trust_remote_code=remote)
         self.query_encoder: PreTrainedModel = (
-            self.passage_encoder if shared_towers else AutoModel.from_pretrained(query_path)
+            self.passage_encoder if shared_towers else AutoModel.from_pretrained(query_path, trust_remote_code=remote)
         )
         logger.info("Loaded retriever backbone <%s> (%s towers)", resolved, "shared" if shared_towers else "separate")
         self.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on (Lightning keeps modes)

@@ -37,6 +37,7 @@ from ragdistill.ranker.cross_encoder import CrossEncoderRanker
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import config_key
 from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
 from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class IntermediateTeacher(DerivedTeacher):
         accelerator: Lightning accelerator.
         cache_dir: Where trained rankers are kept (``<cache_dir>/rankers/<key>``).
         seed: Seed of the split and the shuffles.
+        ranker_trust_remote_code: Run Python code shipped with a hub ranker backbone (off by default).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class IntermediateTeacher(DerivedTeacher):
         accelerator: str = "auto",
         cache_dir: str = ".cache/ragdistill",
         seed: int = 0,
+        ranker_trust_remote_code: bool = False,
     ) -> None:
         if epochs < 1 or batch_size < 1 or val_size < 0:
             raise ValueError(
@@ -106,6 +109,7 @@ class IntermediateTeacher(DerivedTeacher):
         self.precision = precision
         self.accelerator = accelerator
         self.cache_dir = Path(cache_dir)
+        self.ranker_trust_remote_code = ranker_trust_remote_code
         self._figures: dict[str, float] = {}
 
     def metrics(self) -> dict[str, float]:
@@ -143,6 +147,9 @@ class IntermediateTeacher(DerivedTeacher):
             seed=self.seed,
         )
         done = folder / DONE_FILE
+        if done.exists() and (problem := _ranker_problem(folder)):
+            logger.warning("Trained ranker <%s> is corrupt (%s); deleting it and training it again", folder, problem)
+            shutil.rmtree(folder)
         if done.exists():
             logger.info("Reusing the trained ranker <%s>", folder)
             self._figures = json.loads(done.read_text()) | {"ranker/reused": 1.0}
@@ -152,7 +159,9 @@ class IntermediateTeacher(DerivedTeacher):
             "ranker/llm_questions": float(len(ordered)),
             "ranker/train_questions": float(len(datamodule.train_signals)),
         }
-        ranker = CrossEncoderRanker(str(folder), max_length=self.max_length).eval()
+        ranker = CrossEncoderRanker(
+            str(folder), max_length=self.max_length, trust_remote_code=self.ranker_trust_remote_code
+        ).eval()
         pools = []  # stage 2: every training question, LLM-ranked or not
         for question in questions:
             ids = candidates[question.id].ids[: self.num_candidates]
@@ -207,6 +216,7 @@ class IntermediateTeacher(DerivedTeacher):
             loss=ListMLELoss(temperature=1.0),
             lr=self.lr,
             cache_dir=str(self.cache_dir),
+            trust_remote_code=self.ranker_trust_remote_code,
         )
         trainer = pl.Trainer(
             max_epochs=self.epochs,
@@ -230,6 +240,7 @@ class IntermediateTeacher(DerivedTeacher):
         shutil.rmtree(tmp, ignore_errors=True)
         ranker.save(tmp)
         (tmp / DONE_FILE).write_text(json.dumps(figures))
+        write_manifest(tmp)
         shutil.rmtree(folder, ignore_errors=True)  # a folder without DONE_FILE is a crashed earlier attempt
         os.replace(tmp, folder)
         return figures
@@ -273,3 +284,10 @@ def _agreement(llm: list[TeacherSignal], ranker: list[TeacherSignal]) -> dict[st
     if taus:
         figures["ranker/kendall_tau"] = float(np.mean(taus))
     return figures
+
+
+def _ranker_problem(folder: Path) -> str | None:
+    """Why a trained ranker folder must not be reused, or None; folders saved before manifests are trusted."""
+    if not (folder / MANIFEST_FILE).exists():
+        return None
+    return artifact_problem(folder, required=[DONE_FILE])
