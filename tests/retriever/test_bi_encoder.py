@@ -1,5 +1,6 @@
 import functools
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.retriever.schedule import linear_warmup_decay
+from ragdistill.utils.manifest import CorruptArtifactError
 
 FP32 = EncodeSettings(precision="32-true")
 
@@ -70,6 +72,19 @@ def test_separate_towers_export_and_reload_exactly(tiny_encoder_dir, tmp_path):
         encode_texts(module, texts, "query", settings=FP32),
         encode_texts(module, texts, "passage", settings=FP32),
     )
+
+
+@pytest.mark.parametrize("tower", ["query", "passage"])
+def test_a_damaged_export_is_refused_naming_the_file(tiny_encoder_dir, tmp_path, tower):
+    module = _module(tiny_encoder_dir, shared_towers=False)
+    export_sentence_transformers(module, tmp_path / "retriever")
+    assert "query/model.safetensors" in json.loads((tmp_path / "retriever" / "manifest.json").read_text())["files"]
+    weights = tmp_path / "retriever" / tower / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match=rf"{tower}/model\.safetensors fails its checksum.*export it again"):
+        BiEncoder(path=str(tmp_path / "retriever"))
 
 
 def test_encode_keeps_input_order_and_handles_empty(tiny_encoder_dir):

@@ -107,3 +107,15 @@ def test_hashing_streams_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert manifest.sha256_file(path) == hashlib.sha256(data).hexdigest()
     assert reads and all(0 < size <= 1024 for size in reads)
     assert len(reads) == 11  # ten 1 KiB reads (the last one short) and the empty read that ends the loop
+
+
+def test_files_in_subfolders_are_listed_and_names_never_leave_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "a"
+    (folder / "query").mkdir(parents=True)
+    (folder / "query" / "model.bin").write_bytes(b"weights")
+    assert list(write_manifest(folder)["files"]) == ["query/model.bin"]
+    record = json.loads((folder / MANIFEST_FILE).read_text())
+    record["files"]["../outside.bin"] = record["files"].pop("query/model.bin")
+    (folder / MANIFEST_FILE).write_text(json.dumps(record))
+    with pytest.raises(CorruptArtifactError, match="malformed"):
+        verify_manifest(folder)

@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from ragdistill.models.locate import resolve_model_path
 from ragdistill.retriever.in_batch import layout_scores
 from ragdistill.retriever.pooling import POOLING_MODES, pool
+from ragdistill.utils.manifest import MANIFEST_FILE, CorruptArtifactError, artifact_problem
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class BiEncoder(pl.LightningModule):
         # logger=False: the run logs its whole config flat (utils/dashboards.py), where these are retriever.*
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"], logger=False)
         resolved = resolve_model_path(path, cache_dir)
+        _check_export(Path(resolved))
         saved = saved_settings(resolved)
         changed = {key: value for key, value in saved.items() if self.hparams[key] != value}
         if changed:
@@ -186,3 +188,17 @@ class BiEncoder(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _check_export(folder: Path) -> None:
+    """Refuse a folder exported by ragdistill whose files no longer match its manifest (truncated, corrupted).
+
+    Only our exports carry both ``ragdistill.json`` and ``manifest.json``; other folders are not checked.
+    """
+    if not (folder / SETTINGS_FILE).is_file() or not (folder / MANIFEST_FILE).is_file():
+        return
+    if problem := artifact_problem(folder, required=[SETTINGS_FILE]):
+        raise CorruptArtifactError(
+            f"exported retriever {folder} is damaged: {problem}; export it again by rerunning the training "
+            "command that wrote it (its run dir's retriever/), or point retriever.path at another copy"
+        )

@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 
 from ragdistill.retriever.bi_encoder import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoder
 from ragdistill.utils.distributed import is_global_zero
+from ragdistill.utils.manifest import write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> P
         _save_tower(retriever.passage_encoder, retriever, hp["passage_max_length"], staging / "passage")
     settings = {key: hp[key] for key in (*ARCHITECTURE_KEYS, "query_max_length", "passage_max_length")}
     (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    write_manifest(staging)  # BiEncoder checks it when loading the folder: a damaged export is refused
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     logger.info("Exported retriever to <%s> (sentence-transformers folder)", out)

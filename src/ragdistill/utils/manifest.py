@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ragdistill.utils.atomic import atomic_write_text
@@ -46,20 +46,21 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 
 def write_manifest(directory: Path, names: Iterable[str] | None = None, **fields: Any) -> dict[str, Any]:
-    """Write ``directory/manifest.json`` atomically, covering ``names`` (default: every file but the manifest).
+    """Write ``directory/manifest.json`` atomically, covering ``names`` (default: every file below it but the manifest).
 
     Call it last, after every listed file is complete on disk: a folder with a manifest is a finished save.
 
     Args:
         directory: The artifact folder.
-        names: File names (relative, no subfolders) to list.
+        names: Paths relative to ``directory`` (``/``-separated, subfolders allowed) of the files to list.
         **fields: Extra JSON-able fields to record beside the files (e.g. what the artifact was made from).
 
     Returns:
         The manifest written.
     """
     if names is None:
-        names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+        found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+        names = sorted(name for name in found if name != MANIFEST_FILE)
     manifest = {**fields, "format_version": MANIFEST_VERSION, "files": {n: file_entry(directory / n) for n in names}}
     atomic_write_text(directory / MANIFEST_FILE, json.dumps(manifest, indent=2))
     return manifest
@@ -85,7 +86,7 @@ def read_manifest(directory: Path, required: Iterable[str] = ()) -> dict[str, An
             not isinstance(e, dict) or not isinstance(e.get("bytes"), int) or not isinstance(e.get("sha256"), str)
             for e in entries.values()
         )
-        or any(Path(name).name != name for name in entries)
+        or any(not _inside(name) for name in entries)
     ):
         raise CorruptArtifactError(f"{MANIFEST_FILE} is malformed (it must map every file to its 'bytes' and 'sha256')")
     version = manifest.get("format_version")
@@ -97,6 +98,12 @@ def read_manifest(directory: Path, required: Iterable[str] = ()) -> dict[str, An
     if unlisted := [name for name in required if name not in entries]:
         raise CorruptArtifactError(f"{MANIFEST_FILE} does not list {', '.join(unlisted)}")
     return manifest
+
+
+def _inside(name: str) -> bool:
+    """Whether a listed name stays inside the artifact folder (no absolute paths, no ``..``)."""
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts
 
 
 def file_problems(directory: Path, entries: dict[str, dict[str, Any]]) -> list[str]:
