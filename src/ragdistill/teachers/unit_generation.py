@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.teachers.cache import config_key
+from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.plain import plain
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,4 @@ def _read_records(path: Path, per_question: int, tolerate_tail: bool = False) ->
 
 
 def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.distributed import is_global_zero
 
 TRACKED_PACKAGES = (
@@ -81,6 +82,6 @@ def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     if not is_global_zero():
         return info
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
-    (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg), resolve=True))
+    atomic_write_text(run_dir / "run_info.json", json.dumps(info, indent=2))
+    atomic_write_text(run_dir / "resolved_config.yaml", OmegaConf.to_yaml(job_config(cfg), resolve=True))
     return info
