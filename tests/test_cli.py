@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from ragdistill.cli import CONFIG_PATH
+from ragdistill.cli import CONFIG_PATH, RunInputError, run_task
+from ragdistill.config_check import ConfigError
+from ragdistill.data.errors import DataValidationError
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -36,9 +40,46 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert "name: quickstart" in done.stdout and "corpus_size: 5000" in done.stdout
 
 
-def test_bad_override_fails_naming_the_key(tmp_path):
-    done = _run("ragdistill-train", "retriever.poling=mean", cwd=tmp_path)
-    assert done.returncode != 0 and "poling" in done.stderr
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("retriever.poling=mean", "poling"), ("retriever=nope", "retriever/nope"), ("+loss=nope", "loss/nope")],
+)
+def test_bad_override_fails_naming_the_key(tmp_path, override, named):
+    """Hydra rejects an unknown key or group option while composing: its message, no traceback, no run dir."""
+    done = _run(
+        "ragdistill-train", "experiment=fixture_smoke", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert done.returncode != 0 and named in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and not (tmp_path / "run").exists()
+
+
+def test_a_bad_value_fails_in_one_line_and_keeps_what_was_computed(tmp_path):
+    """A value the check rejects: exit 1, one line naming key, value, expectation and run dir; files kept."""
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    kept = {run_dir / "metrics.json": b'{"test/gold/recall@5": 0.5}', cache / "teacher" / "3f9c" / "00000.npz": b"npz"}
+    for path, content in kept.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+    done = _run(
+        "ragdistill-train",
+        "experiment=fixture_smoke",
+        "loss.temperature=abc",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={cache}",
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "ConfigError" in line]
+    assert errors == [
+        "ConfigError: loss.temperature='abc' (str) does not fit ragdistill.losses.infonce.InfoNCELoss: "
+        f"expected float > 0 (run dir <{run_dir}>)"
+    ]
+    log = (run_dir / "fixture_smoke.log").read_text()
+    assert "loss.temperature='abc'" in log
+    assert "Traceback" not in done.stderr + done.stdout + log
+    assert {path: path.read_bytes() for path in kept} == kept
 
 
 def test_eval_of_the_untrained_backbone_on_the_fixture(tmp_path):
@@ -69,3 +110,36 @@ def test_quickstart_data_path_on_a_small_squad_open(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train/questions"] == 40 and metrics["test/questions"] == 40
     assert (run_dir / "retriever" / "modules.json").exists() and (run_dir / "quickstart.log").exists()
+
+
+def _cfg(tmp_path: Path):
+    return OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError("loss.temperature=0 (int) does not fit InfoNCELoss: expected float > 0"),
+        DataValidationError("corpus.jsonl", "duplicate passage id 'p3'", 12),
+    ],
+)
+def test_run_task_turns_input_errors_into_one_line(tmp_path, caplog, error):
+    def task(cfg):
+        raise error
+
+    with caplog.at_level(logging.ERROR, logger="ragdistill.cli"), pytest.raises(RunInputError) as raised:
+        run_task(task, _cfg(tmp_path))
+
+    line = f"{type(error).__name__}: {error} (run dir <{tmp_path}>)"
+    assert str(raised.value) == line and raised.value.__cause__ is error
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [(line, None)]  # no traceback logged
+
+
+def test_run_task_keeps_the_traceback_of_an_unexpected_error(tmp_path, caplog):
+    def task(cfg):
+        raise RuntimeError("CUDA out of memory")
+
+    with caplog.at_level(logging.ERROR, logger="ragdistill.cli"), pytest.raises(RuntimeError, match="CUDA"):
+        run_task(task, _cfg(tmp_path))
+
+    assert caplog.records[-1].exc_info is not None and str(tmp_path) in caplog.records[-1].getMessage()

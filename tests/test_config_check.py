@@ -46,3 +46,36 @@ def test_objects_inside_a_dict_argument_are_checked(compose_cfg):
     cfg = compose_cfg("config", ["loss=kl_infonce", "+loss.losses.kl.tau_studnt=0.1"])  # `+` gets past Hydra
     with pytest.raises(ConfigError, match=r"loss\.losses\.kl\.tau_studnt.*valid keys"):
         check_config(cfg)
+
+
+def test_keys_a_subclass_forwards_to_its_base_are_checked_against_the_base(compose_cfg):
+    """``LMLikelihoodTeacher(**kwargs)`` passes them to ``LMTeacher``: a typo there fails now, not after the data."""
+    cfg = compose_cfg("config", ["teacher=lm_likelihood", "+teacher.max_batch_sise=8"])
+    with pytest.raises(ConfigError, match=r"teacher\.max_batch_sise: .*valid keys: .*'max_batch_size'.*'target'"):
+        check_config(cfg)
+    check_config(compose_cfg("config", ["teacher=lm_likelihood", "teacher.max_batch_size=8"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("datamodule.batch_size=-8", r"datamodule\.batch_size=-8 \(int\) .*DistillationDataModule: expected int >= 1$"),
+        ("loss.temperature=0", r"loss\.temperature=0 \(int\) .*InfoNCELoss: expected float > 0$"),
+        ("candidates.k=0", r"candidates\.k=0 \(int\) .*BM25Candidates: expected int >= 1$"),
+        ("index.kind=ivf", r"index\.kind='ivf' \(str\) .*FaissIndex: expected one of \['flat', 'hnsw', 'ivfpq'\]$"),
+        ("lm.dtype=float8", r"lm\.dtype='float8' .*: expected one of \['float32', 'bfloat16', 'float16'\]$"),
+        ("trainer.precision=bf17", r"trainer\.precision='bf17' .*Trainer: expected one of \[.*'bf16-mixed'.*\]$"),
+        ("evaluation.precision=fp8", r"evaluation\.precision='fp8' \(str\) does not fit the evaluation settings"),
+        ("evaluation.encode_batch_size=0", r"evaluation\.encode_batch_size=0 .*: expected int >= 1$"),
+        ("candidates.method=bm26", r"candidates\.method='bm26' .*: expected one of \['lucene', 'robertson'"),
+        ("datamodule.group_size=null", None),
+        ("evaluation.precision=32", None),
+    ],
+)
+def test_values_outside_a_documented_limit_fail_before_any_work(compose_cfg, override, message):
+    cfg = compose_cfg("config", [override])
+    if message is None:
+        check_config(cfg)
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)

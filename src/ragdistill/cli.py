@@ -9,24 +9,48 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from ragdistill.utils.config_tree import print_config_tree
+from ragdistill.config_check import ConfigError
+from ragdistill.data.errors import DataValidationError
 from ragdistill.utils.quiet import quiet_third_party
 
 logger = logging.getLogger(__name__)
 
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 
+INPUT_ERRORS = (ConfigError, DataValidationError)
+"""Errors in what the user gave (a config value, a data file) whose message says all there is to fix."""
+
+
+class RunInputError(CompactHydraException):
+    """A config or data error, re-raised so that Hydra prints its one line and exits 1, with no traceback.
+
+    Hydra prints a :class:`~hydra.errors.CompactHydraException` as its message alone (``HYDRA_FULL_ERROR=1``
+    still shows the whole trace); in a ``--multirun`` it fails that one job like any other exception.
+    The original error is the ``__cause__``.
+    """
+
 
 def run_task(
     task: Callable[[DictConfig], tuple[dict[str, float], dict[str, Any]]], cfg: DictConfig
 ) -> dict[str, float]:
-    """Run ``task`` with the config tree printed first; log any failure with the run dir, always close W&B."""
+    """Run ``task`` with the config tree printed first; log any failure with the run dir, always close W&B.
+
+    A bad config value or data file (:data:`INPUT_ERRORS`) is logged as one line, and re-raised as a
+    :class:`RunInputError`; any other failure is logged with its traceback and re-raised as it is.
+    """
+    from ragdistill.utils.config_tree import print_config_tree  # imports Lightning: not for a bad override
+
     print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     try:
         metrics, _ = task(cfg)
         return metrics
+    except INPUT_ERRORS as error:
+        message = f"{type(error).__name__}: {error} (run dir <{cfg.paths.output_dir}>)"
+        logger.error("%s", message)
+        raise RunInputError(message) from error
     except Exception:
         logger.exception("Run failed; what it computed so far is in <%s>", cfg.paths.output_dir)
         raise

@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import Logger
 
 from ragdistill.candidates.base import CandidateGenerator, RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.config_check import check_config
+from ragdistill.config_check import ConfigError, check_config
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_retriever, needs_bm25
 from ragdistill.evaluation.teacher_quality import teacher_quality
@@ -170,7 +170,7 @@ def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
         data: RetrievalData = _build(cfg, "data")
     logger.info("Data: %s", data.summary())
     if cfg.get("evaluate", True) and not data.eval:
-        raise ValueError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
+        raise ConfigError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
     return run_dir, timer, data
 
 
@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
     run_dir, timer, data = _start(cfg)
     if not data.train:
-        raise ValueError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
+        raise ConfigError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
 
     retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
     first_stage: CandidateGenerator = _build(cfg, "candidates")

@@ -16,6 +16,10 @@ from ragdistill.utils.progress import track_chunks
 logger = logging.getLogger(__name__)
 
 
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+"""The scoring variants bm25s knows (it rejects any other only when the index is built)."""
+
+
 class BM25Candidates(CandidateGenerator):
     """Lexical first stage: Lucene-style BM25 over the passage texts.
 
@@ -41,6 +45,10 @@ class BM25Candidates(CandidateGenerator):
         batch_size: int = 1000,
     ) -> None:
         super().__init__(k)
+        if method not in BM25_METHODS:
+            raise ValueError(f"candidates.method must be one of {BM25_METHODS}, got {method!r}")
+        if batch_size < 1:
+            raise ValueError(f"candidates.batch_size must be >= 1, got {batch_size}")
         self.bm25 = bm25s.BM25(k1=k1, b=b, method=method)
         self.tokenizer = Tokenizer(stopwords=stopwords or [])
         self.batch_size = batch_size
