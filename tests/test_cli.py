@@ -143,3 +143,17 @@ def test_run_task_keeps_the_traceback_of_an_unexpected_error(tmp_path, caplog):
         run_task(task, _cfg(tmp_path))
 
     assert caplog.records[-1].exc_info is not None and str(tmp_path) in caplog.records[-1].getMessage()
+
+
+def test_pear_command_writes_its_coefficients_and_reuses_them(tmp_path, tiny_lm_dir):
+    settings = ("n_heads=2", "sequences=3", "length=6", "steps=3", "progress=false", f"paths.cache_dir={tmp_path}")
+    runs = []
+    for name in ("first", "second"):
+        run_dir = tmp_path / name
+        done = _run(
+            "ragdistill-pear", "lm=hf", f"lm.path={tiny_lm_dir}", *settings, f"hydra.run.dir={run_dir}", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads((run_dir / "metrics.json").read_text()))
+    assert runs[0]["pear/reused"] == 0.0 and runs[1]["pear/reused"] == 1.0
+    assert runs[0]["pear/heads"] >= 1 and list((tmp_path / "pear").glob("*/coefficients.json"))

@@ -91,6 +91,15 @@ def eval_main(cfg: DictConfig) -> float | None:
     return _metric(run_task(pipeline.evaluate, cfg), cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pear")
+def pear_main(cfg: DictConfig) -> float | None:
+    """``ragdistill-pear``: find the reader LM's copy-suppressing heads and learn their PEAR coefficients."""
+    quiet_third_party()
+    from ragdistill.reader.pear import pear_task
+
+    return _metric(run_task(pear_task, cfg), cfg)
+
+
 def report_main() -> int:
     """``ragdistill-report PATH...``: compare finished runs in report.md/report.html (plain argparse, no Hydra)."""
     from ragdistill.report.command import main

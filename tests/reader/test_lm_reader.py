@@ -189,3 +189,33 @@ def test_the_jsonl_has_one_record_per_question(tmp_path):
     assert lines[2]["em"] is None and lines[2]["f1"] is None and lines[2]["hit"] is False
     with pytest.raises(ValueError, match="3 questions, 2 passage lists"):
         write_answers(path, questions, retrieved[:2], ["a", "b", "c"])
+
+
+PEAR_SMALL = {"n_heads": 2, "sequences": 3, "length": 6, "steps": 3}
+
+
+def test_pear_reader_folds_the_cached_coefficients_once_and_reports_them(bert_tokenizer, build_tiny_llama, tmp_path):
+    from ragdistill.reader.pear import PearSettings, apply_pear, run_pear
+
+    plain = LanguageModel.from_objects(build_tiny_llama(bert_tokenizer), bert_tokenizer, name="plain")
+    edited = LanguageModel.from_objects(build_tiny_llama(bert_tokenizer), bert_tokenizer, name="edited")
+    before = edited.fingerprint()
+    reader = LMReader(edited, **EXACT, pear=True, pear_settings=PEAR_SMALL, cache_dir=str(tmp_path))
+    answers = reader.answer(QUESTIONS, PASSAGES)
+    result = reader.pear_result
+    assert result is not None and not result.reused and (result.directory / "coefficients.json").exists()
+    assert edited.fingerprint() != before  # caches keyed by the LM see the re-weighted weights as new
+    assert reader.metrics()["pear/heads"] == len(result.heads) >= 1
+
+    # the same settings reuse the cache, and folding by hand gives the reader's answers
+    again = run_pear(plain, PearSettings(**PEAR_SMALL), cache_dir=tmp_path)
+    assert again.reused and again.coefficients == result.coefficients
+    apply_pear(plain, again)
+    assert LMReader(plain, **EXACT).answer(QUESTIONS, PASSAGES) == answers
+    reader.answer(QUESTIONS[:1], PASSAGES[:1])
+    assert reader.pear_result is result  # folded once, not again per call
+
+
+def test_pear_settings_with_an_unknown_name_are_refused(tiny_llama):
+    with pytest.raises(ValueError, match=r"unknown PEAR settings \['heads'\]; known: \['n_heads'"):
+        LMReader(tiny_llama, pear=True, pear_settings={"heads": 4})

@@ -73,4 +73,5 @@ def evaluate_reader(
         metrics |= {f"{prefix}/rag/{name}": value for name, value in scores.items()}
         metrics[f"{prefix}/rag/questions"] = float(len(answered))
         logger.info("%-18s reader top-%d: EM %.3f  F1 %.3f", prefix, top_k, scores["em"], scores["f1"])
-    return metrics
+    reader_metrics = getattr(reader, "metrics", None)  # optional: what the reader itself adds (PEAR's figures)
+    return metrics | (reader_metrics() if reader_metrics is not None else {})

@@ -293,6 +293,7 @@ class LanguageModel:
         self.trust_remote_code = trust_remote_code
         self.use_chat_template = use_chat_template
         self._source = _resolve(path, gguf_file)
+        self.weight_edits: list[str] = []
         self._model: nn.Module | None = None
         self._tokenizer: Any = None
         self._config: Any = None
@@ -315,6 +316,7 @@ class LanguageModel:
         lm.trust_remote_code = False
         lm.use_chat_template = True
         lm._source = _Source("objects", name)
+        lm.weight_edits = []
         lm._model = model.eval().requires_grad_(False)
         lm._tokenizer = _prepare_tokenizer(tokenizer)
         lm._config = getattr(model, "config", None)
@@ -382,13 +384,25 @@ class LanguageModel:
             self._config = AutoConfig.from_pretrained(location, trust_remote_code=self.trust_remote_code, **extra)
         return bool(getattr(self._config, "is_encoder_decoder", False))
 
+    def record_weight_edit(self, edit: str) -> None:
+        """Note that the loaded weights were changed in place (e.g. PEAR's folded coefficients).
+
+        :meth:`fingerprint`, and so every cache keyed by it, then tells the edited LM from the one on disk.
+        """
+        self.weight_edits.append(edit)
+
     def fingerprint(self) -> str:
-        """A hash identifying the weights as loaded (source and dtype); teacher caches put it in their key.
+        """A hash identifying the weights as loaded (source and dtype) and edited; teacher caches key on it.
 
         Packaged: package names and versions. Local folder: config.json and each weight file's name, size
         and mtime (a re-trained reader at the same path gets a new fingerprint). Hub id: the id.
-        ``from_objects``: the config and a hash of the parameters.
+        ``from_objects``: the config and a hash of the parameters. Edits noted by :meth:`record_weight_edit`
+        are hashed in after the source.
         """
+        loaded = self._loaded_fingerprint()
+        return _digest(loaded, *self.weight_edits) if self.weight_edits else loaded
+
+    def _loaded_fingerprint(self) -> str:
         source = self._source
         if source.kind == "packaged":
             assert source.packaged is not None

@@ -32,6 +32,7 @@ from ragdistill.evaluation.metrics import has_answer
 from ragdistill.evaluation.qa import exact_match, token_f1
 from ragdistill.models.generate import generate_texts
 from ragdistill.models.lm import LanguageModel
+from ragdistill.reader.pear import PearResult, PearSettings, apply_pear, run_pear
 from ragdistill.teachers.lm_inputs import PromptBuilder, PromptTemplate
 from ragdistill.teachers.lm_runner import LMRunSettings
 from ragdistill.utils.atomic import atomic_write_text
@@ -92,10 +93,16 @@ class LMReader:
             batch an answer was generated in, and CPUs without bfloat16 units gain nothing from ``bf16-mixed``
             (the teachers' default, worth it on GPUs).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        pear: Re-weight the LM's copy-suppressing attention heads with PEAR before answering
+            (:mod:`ragdistill.reader.pear`): the coefficients are computed once per LM and settings, cached
+            under ``cache_dir`` (``ragdistill-pear`` with the same settings makes the same ones) and folded
+            into the weights, so answering costs what it did.
+        pear_settings: :class:`~ragdistill.reader.pear.PearSettings` fields to change from their defaults.
+        cache_dir: Where PEAR's coefficients are cached (``None``: computed every run, not saved).
 
     Raises:
         ValueError: For unknown prompt fields, a passage format without exactly one ``{text}``, or
-            non-positive sizes.
+            non-positive sizes, or PEAR settings PearSettings does not take.
     """
 
     def __init__(
@@ -109,6 +116,9 @@ class LMReader:
         max_batch_size: int = 64,
         precision: str = "32-true",
         accelerator: str = "auto",
+        pear: bool = False,
+        pear_settings: Mapping[str, Any] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         self.template = _template(prompt)
         if self.template.passage.count("{text}") != 1:
@@ -121,6 +131,9 @@ class LMReader:
         self.max_passage_tokens = max_passage_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
+        self.pear = PearSettings.from_mapping(pear_settings or {}) if pear else None
+        self.cache_dir = cache_dir
+        self.pear_result: PearResult | None = None
         self._builder: PromptBuilder | None = None
 
     @property
@@ -186,6 +199,7 @@ class LMReader:
             raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
         if not questions:
             return []
+        self._apply_pear()
         prompts = [self.build_prompt(q, ps) for q, ps in zip(questions, passages, strict=True)]
         logger.info(
             "Reader <%s>: %d questions, %d passages read (%d cut), %d left out to fit the budget",
@@ -205,6 +219,25 @@ class LMReader:
             description="Reader answering",
         )
         return [clean_answer(text) for text in texts]
+
+    def metrics(self) -> dict[str, float]:
+        """What the reader adds to a run's metrics: PEAR's ``pear/*`` figures once it was applied."""
+        return self.pear_result.metrics() if self.pear_result is not None else {}
+
+    def _apply_pear(self) -> None:
+        """Compute (or reuse) PEAR's coefficients and fold them into the LM, once."""
+        if self.pear is None or self.pear_result is not None:
+            return
+        self.pear_result = run_pear(self.lm, self.pear, cache_dir=self.cache_dir)
+        apply_pear(self.lm, self.pear_result)
+        values = [h["value"] for h in self.pear_result.heads]
+        logger.info(
+            "Reader <%s> with PEAR: %d heads re-weighted (coefficients %.3f to %.3f)",
+            self.lm.name,
+            len(values),
+            min(values, default=float("nan")),
+            max(values, default=float("nan")),
+        )
 
     def _prompt_builder(self) -> PromptBuilder:
         """The LM teachers' builder (same chat wrap and bos rule), made once.
