@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from teacher_setup import ROOT, packaged_lm
+from timing import timed
 
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.squad import load_squad_open
@@ -50,13 +49,6 @@ WIKIPEDIA = 21_015_324
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """``fn(*args)`` and the seconds it took."""
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
 
 
 def growth(sizes: list[float], seconds: list[float]) -> float:

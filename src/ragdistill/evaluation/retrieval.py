@@ -54,6 +54,7 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
     fusion = _fusion(cfg)
     if fusion is not None and fusion not in FUSION_METHODS:
         raise ValueError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
+    encode_settings(cfg)  # raises on a bad encoding switch
     top_k, reader_runs = _reader_settings(cfg)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
@@ -63,6 +64,34 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
         raise ValueError(
             f"evaluation.reader_runs names runs {unknown} this evaluation does not make; choose from {known}"
         )
+
+
+ENCODE_KEYS = {
+    "encode_batch_size": "batch_size",
+    "accelerator": "accelerator",
+    "precision": "precision",
+    "encode_quantize": "quantize",
+    "encode_threads": "threads",
+    "encode_max_tokens": "max_tokens",
+}
+"""``evaluation.*`` keys of the encoding settings -> :class:`EncodeSettings` fields."""
+
+
+def encode_settings(cfg: DictConfig) -> EncodeSettings:
+    """The corpus and question encoding settings of the ``evaluation`` config group.
+
+    A key the config lacks (one written before the key existed) takes the :class:`EncodeSettings` default.
+
+    Raises:
+        ValueError: Naming the ``evaluation.*`` key whose value the setting does not accept.
+    """
+    try:
+        return EncodeSettings(**{field: cfg[key] for key, field in ENCODE_KEYS.items() if key in cfg})
+    except ValueError as error:
+        message = str(error)
+        for key, field in ENCODE_KEYS.items():
+            message = message.replace(f"EncodeSettings.{field} ", f"evaluation.{key} ")
+        raise ValueError(message) from None
 
 
 def _reader_settings(cfg: DictConfig) -> tuple[int, list[str]]:
@@ -124,7 +153,7 @@ def evaluate_retriever(
     if not data.eval:
         raise ValueError(f"data set {data.name!r} has no evaluation questions")
     depth = max(cfg.depth, *cfg.ks)
-    encode = EncodeSettings(cfg.encode_batch_size, cfg.accelerator, cfg.precision)
+    encode = encode_settings(cfg)
     build_index(retriever, data.corpus, index, encode)
     if cfg.save_index and is_global_zero():  # under DDP every rank builds the same index; rank 0 writes it
         index.save(run_dir / "index")

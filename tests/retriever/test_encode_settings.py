@@ -1,0 +1,156 @@
+"""The encoding speed switches: int8 quantisation, threads, token-budget batches, and their validation."""
+
+import numpy as np
+import pytest
+import torch
+
+from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.encode import EncodeSettings, encode_texts, plan_batches, token_lengths
+
+TEXTS = [
+    "a short one",
+    "a much longer passage about the history of the university, its founders and the buildings they raised",
+    "mid-sized text on rivers",
+    "x",
+    "another long passage: the river rises in the mountains, flows north through three countries and the sea",
+    "what year was it founded?",
+    "the committee met twice a year in the old library",
+]
+
+
+def _fp32(**changes):
+    return EncodeSettings(**{"accelerator": "cpu", "precision": "32-true", "progress": False} | changes)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder_dir):
+    return BiEncoder(path=str(tiny_encoder_dir)).eval()
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_int8_vectors_stay_close_to_float32(encoder, precision):
+    reference = encode_texts(encoder, TEXTS, "passage", _fp32())
+    settings = EncodeSettings(accelerator="cpu", precision=precision, progress=False, quantize="int8")
+    quantized = encode_texts(encoder, TEXTS, "passage", settings)
+    assert quantized.shape == reference.shape
+    assert _cosines(quantized, reference).min() > 0.99
+    assert not np.allclose(quantized, reference, atol=1e-6)  # int8 did run: the vectors moved a little
+
+
+def test_int8_leaves_the_trained_towers_untouched(tiny_encoder_dir):
+    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    tower = encoder.passage_encoder
+    before = {name: value.clone() for name, value in tower.state_dict().items()}
+    encode_texts(encoder, TEXTS, "query", _fp32(quantize="int8"))
+    assert encoder.passage_encoder is tower and encoder.query_encoder is tower  # shared towers stay shared
+    assert all(torch.equal(before[name], value) for name, value in tower.state_dict().items())
+    assert all(type(m) is not torch.ao.nn.quantized.dynamic.Linear for m in encoder.modules())
+
+
+def test_bf16_true_runs_a_bf16_copy_and_leaves_the_weights_float32(tiny_encoder_dir):
+    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    reference = encode_texts(encoder, TEXTS, "passage", _fp32())
+    vectors = encode_texts(encoder, TEXTS, "passage", _fp32(precision="bf16-true"))
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())  # Lightning alone would convert them
+    assert vectors.dtype == np.float32 and _cosines(vectors, reference).min() > 0.99
+    assert not np.allclose(vectors, reference, atol=1e-6)  # bf16 did run
+
+
+def test_int8_quantises_all_but_the_down_projections(encoder):
+    from ragdistill.retriever.encode import quantize_int8
+
+    quantized = quantize_int8(encoder.passage_encoder)
+    linear = {name: m for name, m in quantized.named_modules() if isinstance(m, torch.nn.Linear)}
+    int8 = [name for name, m in quantized.named_modules() if type(m) is torch.ao.nn.quantized.dynamic.Linear]
+    assert linear and int8  # tiny BERT: FFN down-projection (64 -> 32) float, everything else int8
+    assert all(m.in_features > m.out_features for m in linear.values())
+
+
+def test_int8_refuses_a_gpu_accelerator(encoder):
+    settings = EncodeSettings(accelerator="gpu", progress=False, quantize="int8")
+    with pytest.raises(ValueError, match="quantize='int8' runs on the CPU only"):
+        encode_texts(encoder, TEXTS, "passage", settings)
+
+
+def test_threads_apply_during_encoding_and_are_restored(encoder):
+    seen: list[int] = []
+    hook = encoder.passage_encoder.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        encode_texts(encoder, TEXTS, "passage", _fp32(threads=1))
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_threads_are_restored_after_an_error(encoder):
+    before = torch.get_num_threads()
+
+    def fail(*_):
+        raise RuntimeError("boom")
+
+    hook = encoder.passage_encoder.register_forward_pre_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            encode_texts(encoder, TEXTS, "passage", _fp32(threads=1))
+    finally:
+        hook.remove()
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("kind", ["query", "passage"])
+def test_token_budget_batches_match_fixed_batches_in_the_original_order(encoder, kind):
+    fixed = encode_texts(encoder, TEXTS, kind, _fp32(batch_size=2))
+    budget = encode_texts(encoder, TEXTS, kind, _fp32(max_tokens=40))
+    alone = np.stack([encode_texts(encoder, [text], kind, _fp32())[0] for text in TEXTS])
+    np.testing.assert_allclose(budget, fixed, atol=1e-5)
+    np.testing.assert_allclose(budget, alone, atol=1e-5)  # row i is text i's vector
+
+
+def test_token_budget_plan_covers_every_row_once_within_budget(encoder):
+    lengths = token_lengths(encoder, TEXTS, "passage")
+    batches = plan_batches(encoder, TEXTS, "passage", _fp32(max_tokens=40))
+    assert sorted(row for batch in batches for row in batch) == list(range(len(TEXTS)))
+    padded = [max(lengths[r] for r in batch) * len(batch) for batch in batches]
+    assert all(p <= 40 or len(batch) == 1 for p, batch in zip(padded, batches, strict=True))
+    assert max(len(batch) for batch in batches) > 1  # short texts share a batch
+    longest = [max(lengths[r] for r in batch) for batch in batches]
+    assert longest == sorted(longest, reverse=True)
+
+
+def test_token_budget_batches_still_hold_at_most_batch_size_texts(encoder):
+    roomy = plan_batches(encoder, TEXTS, "passage", _fp32(max_tokens=10_000, batch_size=64))
+    capped = plan_batches(encoder, TEXTS, "passage", _fp32(max_tokens=10_000, batch_size=3))
+    assert [len(batch) for batch in roomy] == [len(TEXTS)]
+    assert [len(batch) for batch in capped] == [3, 3, 1]
+
+
+@pytest.mark.parametrize(
+    ("changes", "setting"),
+    [
+        ({"quantize": "int4"}, "quantize"),
+        ({"threads": 0}, "threads"),
+        ({"threads": True}, "threads"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_values_name_the_setting(changes, setting):
+    with pytest.raises(ValueError, match=rf"EncodeSettings\.{setting} must be"):
+        EncodeSettings(**changes)
+
+
+def test_evaluation_config_builds_the_settings_and_rejects_bad_ones(compose_cfg):
+    from ragdistill.evaluation.retrieval import check_evaluation_settings, encode_settings
+
+    cfg = compose_cfg("config", ["evaluation.encode_quantize=int8", "evaluation.encode_threads=1"])
+    settings = encode_settings(cfg.evaluation)
+    assert (settings.quantize, settings.threads, settings.batch_size) == ("int8", 1, cfg.evaluation.encode_batch_size)
+    bad = compose_cfg("config", ["evaluation.encode_quantize=int4"])
+    with pytest.raises(ValueError, match=r"evaluation\.encode_quantize must be one of \['none', 'int8'\]"):
+        check_evaluation_settings(bad.evaluation)
