@@ -31,8 +31,12 @@ def test_run_dir_holds_every_artifact(trained):
     run_dir, metrics, _ = trained
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics)
-    for name in ("run_info.json", "resolved_config.yaml", "recall_at_k.png", "csv/metrics.csv"):
+    for name in ("run_info.json", "resolved_config.yaml", "recall_at_k.png", "csv/metrics.csv", "diagnostics.png"):
         assert (run_dir / name).stat().st_size > 0, name
+    diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+    assert diagnostics["train/loss"] and diagnostics["val/loss"]
+    assert all(-1 <= rho <= 1 for rho in diagnostics["val/teacher_student_spearman"].values())
+    assert diagnostics["val/teacher_student_spearman"]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["torch"].startswith("2.13.0") and "commit" in info["git"]
     assert list((run_dir / "checkpoints").glob("*.ckpt"))

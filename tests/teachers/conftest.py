@@ -23,3 +23,19 @@ def tiny_t5(bert_tokenizer, build_tiny_t5) -> LanguageModel:
 def packaged_smollm2(tmp_path_factory) -> LanguageModel:
     """The packaged SmolLM2-135M-Instruct, converted once per test session (slow tests only)."""
     return LanguageModel(cache_dir=str(tmp_path_factory.mktemp("lm_cache")))
+
+
+@pytest.fixture(scope="session")
+def fixture_pools():
+    """``pools(n)``: the shipped fixture, its first ``n`` training questions and their BM25 top-6 candidates."""
+    from ragdistill.candidates.bm25 import BM25Candidates
+    from ragdistill.data.fixture import load_fixture
+
+    data = load_fixture()
+    bm25 = BM25Candidates(k=6).fit(data.corpus)
+
+    def pools(n: int):
+        questions = data.train[:n]
+        return data, questions, bm25.retrieve(questions)
+
+    return pools

@@ -65,3 +65,18 @@ def test_bad_options_raise(setting):
         AARTeacher(source, top_n=0)
     with pytest.raises(ValueError, match="refresh_every_n_steps"):
         AARTeacher(source, refresh_every_n_steps=-1)
+
+
+def test_the_source_teachers_diagnostics_are_kept(setting):
+    data, questions, candidates, _ = setting
+
+    class WithIndicators(FixedScores):
+        def score(self, questions, candidates, data):
+            signals = super().score(questions, candidates, data)
+            for signal in signals:
+                signal.diagnostics["attention_on_answer_tokens"] = 0.25
+            return signals
+
+    source = WithIndicators({"q1": [-3.0, -1.0, -2.0], "q2": [-1.0, -np.inf, -2.0]})
+    for signal in AARTeacher(source, top_n=1).score(questions, candidates, data):
+        assert signal.diagnostics["attention_on_answer_tokens"] == 0.25 and "lm_positive_is_gold" in signal.diagnostics

@@ -8,7 +8,6 @@ import torch
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.data.fixture import load_fixture
 from ragdistill.data.schemas import Question
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
@@ -18,11 +17,8 @@ FAST = {"precision": "32-true", "accelerator": "cpu", "max_passage_tokens": 48}
 
 
 @pytest.fixture(scope="module")
-def setting():
-    data = load_fixture()
-    questions = data.train[:4]
-    candidates = BM25Candidates(k=6).fit(data.corpus).retrieve(questions)
-    return data, questions, candidates
+def setting(fixture_pools):
+    return fixture_pools(4)
 
 
 def _check_contract(signals, questions, candidates, k):
@@ -86,6 +82,10 @@ def test_attention_signals_follow_the_contract(request, setting, lm_name, option
         assert all((s.scores < 0).all() for s in signals)  # log of attention mass < 1 without value norm...
         # ...or at least finite with it
     assert teacher.metrics()["teacher/passages"] >= 5 * len(signals)
+    indicators = {"attention_on_answer_tokens", "answer_token_share", "attention_on_question_tokens"}
+    assert all(set(s.diagnostics) <= indicators | {"question_token_share"} for s in signals)
+    # arXiv:2402.11794's indicators, where the passages hold an answer or a question word (not with pre-softmax)
+    assert any(s.diagnostics for s in signals) != bool(options.get("pre_softmax"))
 
 
 def test_attention_post_softmax_mass_is_at_most_one(tiny_llama, setting):

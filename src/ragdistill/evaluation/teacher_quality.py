@@ -13,6 +13,7 @@ import numpy as np
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.metrics import has_answer
+from ragdistill.teachers.attention_indicators import reader_indicators
 from ragdistill.teachers.signal import TeacherSignal
 
 
@@ -47,7 +48,10 @@ def teacher_quality(
     - ``random_top1_gold``: what picking a judged candidate at random would score, for reference;
     - ``first_stage_top1_gold`` (given ``candidates``): the same rate for the first stage's own order over
       the same pool: the bar a teacher has to clear to tell the student more than the candidates' order;
-    - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported.
+    - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported;
+    - ``answer_attention_lift``, ``question_attention_lift`` (attention teacher): arXiv:2402.11794's
+      indicators over the run, with a logged warning when they say the reader is too weak to teach
+      (:func:`~ragdistill.teachers.attention_indicators.reader_indicators`).
     """
     by_id = {q.id: q for q in questions}
     gold_hits, gold_pools, answer_hits, answer_pools, chance, entropies = 0, 0, 0, 0, 0.0, []
@@ -81,4 +85,4 @@ def teacher_quality(
     for key in sorted({key for signal in signals for key in signal.diagnostics}):  # e.g. AAR's lm_positive_is_gold
         values = [signal.diagnostics[key] for signal in signals if key in signal.diagnostics]
         figures[f"teacher/{key}"] = float(np.mean(values))
-    return figures
+    return figures | reader_indicators(signals)

@@ -74,6 +74,13 @@ def plot_recall_at_k(
         ax.plot(ks, [curve[k] for k in ks], marker=markers[i % len(markers)], label=name)
     _style_axes(ax, sorted({k for curve in curves.values() for k in curve}), title, ylabel)
 
+    out = save_png(fig, path)
+    logger.info("Wrote recall@k plot of %d systems to %s", len(curves), out)
+    return out
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG, creating parent folders; replaced atomically so nobody sees half a PNG."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -82,8 +89,42 @@ def plot_recall_at_k(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info("Wrote recall@k plot of %d systems to %s", len(curves), out)
     return out
+
+
+Series = Mapping[str, Mapping[int, float]]
+"""Metric name -> optimizer step -> value."""
+
+
+def plot_training_diagnostics(panels: Mapping[str, Series], path: str | os.PathLike[str], title: str) -> Path:
+    """Draw one panel per diagnostic (e.g. loss, acc@1, teacher-student rank correlation) against the step.
+
+    Args:
+        panels: Panel title -> its series (e.g. ``{"loss": {"train/loss": {...}, "val/loss": {...}}}``);
+            empty series and panels are left out. A series with one point (one validation) is drawn as a
+            marker.
+        path: The PNG to write (atomically).
+        title: Figure title (e.g. the run name).
+
+    Raises:
+        ValueError: If no panel has a point.
+    """
+    drawn = {name: {key: s for key, s in series.items() if s} for name, series in panels.items()}
+    drawn = {name: series for name, series in drawn.items() if series}
+    if not drawn:
+        raise ValueError("no training diagnostics to plot (no step was logged)")
+    fig = Figure(figsize=(4.2 * len(drawn), 3.6), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (name, series) in zip(fig.subplots(1, len(drawn), squeeze=False)[0], drawn.items(), strict=True):
+        for key, points in series.items():
+            steps = sorted(points)
+            ax.plot(steps, [points[s] for s in steps], marker="o" if len(steps) < 20 else None, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("optimizer step")
+        ax.grid(True, alpha=0.4)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle(title)
+    return save_png(fig, path)
 
 
 def _style_axes(ax: Axes, ks: list[int], title: str, ylabel: str) -> None:

@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from ragdistill.models.locate import resolve_model_path
 from ragdistill.retriever.in_batch import layout_scores
 from ragdistill.retriever.pooling import POOLING_MODES, pool
+from ragdistill.retriever.rank_agreement import own_group_scores, teacher_student_spearman
 from ragdistill.utils.manifest import MANIFEST_FILE, CorruptArtifactError, artifact_problem
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,12 @@ class BiEncoder(pl.LightningModule):
             top1 = student.masked_fill(~layout.mask, float("-inf")).argmax(dim=1)  # [B]
             hit = layout.positive_mask.gather(1, top1[:, None]).float().mean()
             self.log(f"{split}/acc@1", hit, batch_size=batch_size, prog_bar=split == "val")
+        if split == "val":  # does the student order each group as its teacher does? (a diagnostic, not trained on)
+            rho = teacher_student_spearman(
+                own_group_scores(student, group), batch["teacher_scores"], batch["group_mask"]
+            )
+            if rho is not None:
+                self.log("val/teacher_student_spearman", rho, batch_size=batch_size, sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -86,7 +86,8 @@ class AARTeacher(DerivedTeacher):
             agreement = float(bool(set(lm_positives) & set(by_id[signal.qid].gold_ids)))
             # only the derived positives: the source's own (e.g. a gold source's) are not the LM's preference
             plain = TeacherSignal(signal.qid, signal.candidate_ids, signal.scores)
-            derived.append(with_positives(plain, lm_positives + human, {"lm_positive_is_gold": agreement}))
+            diagnostics = {**signal.diagnostics, "lm_positive_is_gold": agreement}  # the source's own kept
+            derived.append(with_positives(plain, lm_positives + human, diagnostics))
         if derived:
             overlap = np.mean([s.diagnostics["lm_positive_is_gold"] for s in derived])
             logger.info("AAR: %d signals; an LM positive is the gold passage for %.1f%%", len(derived), 100 * overlap)

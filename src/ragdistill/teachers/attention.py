@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -12,9 +14,10 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from ragdistill.candidates.base import RankedList
-from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.attention_capture import AttentionOptions
+from ragdistill.teachers.attention_indicators import attention_indicators, prompt_marks
 from ragdistill.teachers.lm_forward import output_attention
 from ragdistill.teachers.lm_inputs import LMExample, PromptTemplate
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
@@ -24,6 +27,14 @@ logger = logging.getLogger(__name__)
 
 TINY = 1e-30
 """Floor before the log, so a passage the reader ignores entirely gets a very low finite score."""
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """What the indicators need of one question's prompt: its question and its passages in prompt order."""
+
+    question: Question
+    passages: list[Passage]
 
 
 class AttentionTeacher(LMTeacher):
@@ -37,6 +48,11 @@ class AttentionTeacher(LMTeacher):
 
     Shapes: one ``[K]`` float32 signal per question; memory per batch is ``[b, R, T]`` (R output rows),
     never a ``T×T`` attention map (see ``attention_capture``).
+
+    Diagnostics: each signal carries arXiv:2402.11794's two indicators of whether the reader is good enough
+    to teach, from the same attention (``attention_on_answer_tokens`` / ``answer_token_share`` and
+    ``attention_on_question_tokens`` / ``question_token_share``; see ``attention_indicators``, which also
+    holds the run-level check). Not with ``pre_softmax``, whose scores are not a distribution.
 
     Args:
         lm: The reader LM (decoder-only, or encoder-decoder whose decoder cross-attention is read).
@@ -101,7 +117,10 @@ class AttentionTeacher(LMTeacher):
             random.Random(f"{self.seed}:{question.id}").shuffle(order)
         return order
 
-    def _step(self, model: PreTrainedModel, batch: dict[str, Any]) -> list[Tensor]:
+    def _step(
+        self, model: PreTrainedModel, batch: dict[str, Any], prompts: dict[int, _Prompt] | None = None
+    ) -> list[tuple[Tensor, dict[str, float]]]:
+        """Each example's ``[K]`` passage scores (prompt order) and, given its ``prompts``, its indicators."""
         attention = output_attention(model, batch, self.options, self.first_token_only)  # [b, T]
         per_example = []
         for row, example in enumerate(batch["examples"]):
@@ -110,8 +129,24 @@ class AttentionTeacher(LMTeacher):
             values = torch.stack([reduce(span) for span in spans])  # [K] in prompt order
             if not self.options.pre_softmax:
                 values = values.clamp_min(TINY).log()
-            per_example.append(values.detach().float().cpu())
+            indicators = self._indicators(example, torch.cat(spans), prompts[example.key]) if prompts else {}
+            per_example.append((values.detach().float().cpu(), indicators))
         return per_example
+
+    def _indicators(self, example: LMExample, attention: Tensor, prompt: _Prompt) -> dict[str, float]:
+        """arXiv:2402.11794's indicators of one prompt from its passage-token attention ``[N]``.
+
+        ``{}`` when the passages' prompt tokens cannot be matched to their text (see ``prompt_marks``).
+        """
+        # the texts PromptBuilder.build tokenized for the passages, at their prompt positions
+        texts = [
+            self.template.passage.format(index=index, title=passage.title, text=passage.text)
+            for index, passage in enumerate(prompt.passages, start=1)
+        ]
+        token_ids = [example.context_ids[start:end] for start, end in example.passage_spans]
+        question = prompt.question
+        marks = prompt_marks(self.lm.tokenizer, texts, token_ids, question.answers, question.text)
+        return attention_indicators(attention.detach().float().cpu().numpy(), marks) if marks is not None else {}
 
     def _generate(self, model: PreTrainedModel, batch: dict[str, Any]) -> list[list[int]]:
         """Greedy answers for a batch of contexts (left-padded for a decoder-only LM)."""
@@ -150,21 +185,44 @@ class AttentionTeacher(LMTeacher):
         builder = self.builder()
         orders = [self._order(q, len(pool)) for q, pool in zip(usable, pools, strict=True)]
         examples: list[LMExample] = []
+        prompts: dict[int, _Prompt] = {}
         for qi, (question, pool, order) in enumerate(zip(usable, pools, orders, strict=True)):
             passages = [data.passage(pool[ci]) for ci in order]
+            prompts[qi] = _Prompt(question, passages)
             # with target=generated this placeholder is replaced by the reader's own answer before scoring
             target = question.answers[0] if question.answers else "?"
             examples.append(builder.build(qi, passages, question.text, target))
         if self.target == "generated":
             examples = self._with_generated_targets(examples)
-        run = self.run(examples, self._step, f"Attention ({self.target})")
+        # pre-softmax scores are not a distribution over tokens: no share of them means anything
+        step = self._step if self.options.pre_softmax else partial(self._step, prompts=prompts)
+        run = self.run(examples, step, f"Attention ({self.target})")
         scores: dict[tuple[int, int], float] = {}
-        for qi, values in run.results.items():
+        indicators: dict[str, dict[str, float]] = {}
+        for qi, (values, diagnostics) in run.results.items():
+            indicators[usable[qi].id] = diagnostics
             for position, ci in enumerate(orders[qi]):
                 scores[(qi, ci)] = float(values[position])
         signals = signals_from_scores(usable, pools, scores)
+        for signal in signals:
+            signal.diagnostics = indicators.get(signal.qid, {})
+        self._log_indicator_coverage(signals)
         logger.info("Attention teacher: %d signals over K=%d candidates", len(signals), self.num_candidates)
         return signals
+
+    def _log_indicator_coverage(self, signals: list[TeacherSignal]) -> None:
+        """Say when questions carry no indicator, so a missing ``teacher/attention_on_*`` figure is explained."""
+        if self.options.pre_softmax:
+            logger.info("Attention teacher: no answer/question-token indicators for pre-softmax scores")
+            return
+        bare = sum(not s.diagnostics for s in signals)
+        if bare:
+            logger.info(
+                "Attention teacher: %d of %d questions have no answer/question-token indicator "
+                "(no answer occurrence and no question word in their passages, or a tokenizer without offsets)",
+                bare,
+                len(signals),
+            )
 
     def _with_generated_targets(self, examples: list[LMExample]) -> list[LMExample]:
         """Replace each gold target by the reader's own greedy answer; drop (and count) empty answers."""
