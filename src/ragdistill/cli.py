@@ -100,6 +100,15 @@ def pear_main(cfg: DictConfig) -> float | None:
     return _metric(run_task(pear_task, cfg), cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune_reader")
+def finetune_reader_main(cfg: DictConfig) -> float | None:
+    """``ragdistill-finetune-reader``: fine-tune the reader LM on gold + distractor passages; EM/F1 before and after."""
+    quiet_third_party()
+    from ragdistill.reader.finetune import finetune_task
+
+    return _metric(run_task(finetune_task, cfg), cfg)
+
+
 def report_main() -> int:
     """``ragdistill-report PATH...``: compare finished runs in report.md/report.html (plain argparse, no Hydra)."""
     from ragdistill.report.command import main

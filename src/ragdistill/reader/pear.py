@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +31,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ragdistill.models.lm import LanguageModel
+from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.pear_copy import copy_scores, copy_task
 from ragdistill.reader.pear_heads import HeadId, fold_coefficients, head_layout, scaled_heads
 from ragdistill.reader.pear_scoring import HeadScore, learn_coefficients, score_heads, select_heads
 from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.manifest import artifact_problem, write_manifest
+from ragdistill.utils.settings import dataclass_from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +71,7 @@ class PearSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PearSettings:
         """Settings from a config mapping; an unknown name is a ``ValueError`` naming the known ones."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown PEAR settings {unknown}; known: {known}")
-        return cls(**values)
+        return dataclass_from_mapping(cls, values, "PEAR settings")
 
     def __post_init__(self) -> None:
         for name in ("n_heads", "sequences", "steps"):
@@ -199,13 +194,9 @@ def run_pear(
         return _compute(lm, settings, progress)
     key = pear_key(lm, settings)
     directory = Path(cache_dir) / "pear" / key
-    if directory.exists():
-        problem = artifact_problem(directory, required=[COEFFICIENTS_FILE])
-        if problem is None:
-            logger.info("Reusing PEAR coefficients <key=%s> (%s)", key, directory)
-            return PearResult.from_json(json.loads((directory / COEFFICIENTS_FILE).read_text()), key, directory)
-        logger.warning("PEAR folder <%s> is damaged (%s); computing it again", directory, problem)
-        shutil.rmtree(directory)
+    if intact_folder(directory, [COEFFICIENTS_FILE], "PEAR folder"):
+        logger.info("Reusing PEAR coefficients <key=%s> (%s)", key, directory)
+        return PearResult.from_json(json.loads((directory / COEFFICIENTS_FILE).read_text()), key, directory)
     result = _compute(lm, settings, progress)
     result.key, result.directory = key, directory
     _save(result, directory)
@@ -247,20 +238,15 @@ def _compute(lm: LanguageModel, settings: PearSettings, progress: bool) -> PearR
 
 def _save(result: PearResult, directory: Path) -> None:
     """Write ``coefficients.json`` and the manifest in a staging folder, then rename it into place."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        atomic_write_text(staging / COEFFICIENTS_FILE, json.dumps(result.to_json(), indent=2))
-        write_manifest(staging, settings=dataclasses.asdict(result.settings), lm=result.lm)
-        try:
-            staging.rename(directory)
-        except OSError:
-            if artifact_problem(directory, required=[COEFFICIENTS_FILE]) is not None:
-                raise
-            logger.info("Another process saved PEAR folder <%s> first; keeping it", directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    text = json.dumps(result.to_json(), indent=2)
+    save_folder(
+        directory,
+        lambda folder: atomic_write_text(folder / COEFFICIENTS_FILE, text),
+        [COEFFICIENTS_FILE],
+        "PEAR folder",
+        settings=dataclasses.asdict(result.settings),
+        lm=result.lm,
+    )
     logger.info("Saved PEAR coefficients <key=%s> to <%s>", result.key, directory)
 
 
