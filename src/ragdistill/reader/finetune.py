@@ -243,13 +243,12 @@ def build_examples(
     end = end_token_id(lm)
     if end is None:
         logger.warning("LM <%s> has no end-of-sequence token: answers are trained without one", lm.name)
-    chat = lm.chat_wrap() is not None
+    builder = reader.prompt_builder()
     examples = []
     for question, read in zip(questions, passages, strict=True):
         prompt = reader.build_prompt(question.text, read).ids
-        target = reader.template.target.format(target=question.answers[0])
-        answer = lm.tokenizer(target.lstrip() if chat else target, add_special_tokens=False)["input_ids"]
-        answer = answer[: max(reader.max_new_tokens - 1, 1)] + ([end] if end is not None else [])
+        answer = builder.target_tokens(question.answers[0], max(reader.max_new_tokens - 1, 1))
+        answer += [end] if end is not None else []
         if not answer:
             raise ValueError(f"question {question.id}: the answer {question.answers[0]!r} has no tokens")
         examples.append(ReaderExample(question.id, prompt + answer, [IGNORE_INDEX] * len(prompt) + answer))

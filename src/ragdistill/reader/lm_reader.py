@@ -152,7 +152,7 @@ class LMReader:
         Raises:
             ValueError: If the prompt without any passage is already over the budget.
         """
-        builder = self._prompt_builder()
+        builder = self.prompt_builder()
         prefix, suffix = builder.chat_wrap or ("", "")
         head = builder.bos + builder.tokens(prefix) + builder.tokens(self.template.instruction)
         tail = builder.tokens(self.template.question.format(question=question)) + builder.tokens(suffix)
@@ -239,7 +239,7 @@ class LMReader:
             max(values, default=float("nan")),
         )
 
-    def _prompt_builder(self) -> PromptBuilder:
+    def prompt_builder(self) -> PromptBuilder:
         """The LM teachers' builder (same chat wrap and bos rule), made once.
 
         Only ``tokens()`` is used: the reader applies its own budget instead of the builder's limits.

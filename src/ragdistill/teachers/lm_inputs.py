@@ -155,6 +155,14 @@ class PromptBuilder:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[:limit] if limit is not None else ids
 
+    def target_tokens(self, target: str, limit: int | None = None) -> list[int]:
+        """Token ids of ``target`` as the template writes it, cut to ``limit``.
+
+        After a chat template the leading whitespace is dropped: the assistant turn starts on a fresh token.
+        """
+        text = self.template.target.format(target=target)
+        return self.tokens(text.lstrip() if self.chat_wrap else text, limit)
+
     def build(self, key: Any, passages: list[Passage], question: str, target: str) -> LMExample:
         """Assemble ``[bos] [chat prefix] instruction passages question [chat suffix] | target``.
 
@@ -172,8 +180,7 @@ class PromptBuilder:
         question_ids = self.tokens(self.template.question.format(question=question), self.limits.question)
         question_span = (len(context), len(context) + len(question_ids))
         context += question_ids + self.tokens(suffix)
-        target_text = self.template.target.format(target=target)
-        target_ids = self.tokens(target_text.lstrip() if self.chat_wrap else target_text, self.limits.target)
+        target_ids = self.target_tokens(target, self.limits.target)
         if not target_ids:
             raise ValueError(f"example {key!r}: the target {target!r} has no tokens")
         return LMExample(key, context, target_ids, spans, question_span)
