@@ -1,0 +1,226 @@
+"""End-to-end RAG on SQuAD-open: the reader's EM/F1 from the top-k passages of each retriever, per reader.
+
+A retriever for RAG is judged by the answers a reader gives from what it retrieves. This script answers the
+evaluation questions of finished full-scale runs (their data config: SQuAD-open dev, the whole corpus) from
+the top-k of BM25 and of each run's retriever (re-searched from the run's saved faiss index, checked against
+its metrics.json), with one reader per invocation, and renders one table over every reader answered so far:
+
+    python benchmarks/rag_squad_open.py outputs/bench_squad_open/untrained outputs/bench_squad_open/gold --bm25
+    python benchmarks/rag_squad_open.py <same runs> --bm25 --reader pear --pear
+    python benchmarks/rag_squad_open.py <same runs> --bm25 --reader finetuned --lm-path <fine-tuned reader folder>
+
+Answers go to ``outputs/bench_rag/<reader>/<retriever>.jsonl`` in chunks, appended as they finish: a killed
+run resumes where it stopped, a rerun pays nothing, and a half-written last line is dropped. The settings an
+answer file was made with are kept beside it; answering on with other settings is refused. Writes
+``benchmarks/results/rag_squad_open.md`` (EM, F1, answer hit@k, seconds per question).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compare_retrievers import rerun
+from teacher_setup import ROOT
+
+from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.evaluation.qa import qa_scores
+from ragdistill.evaluation.rag import top_passages
+from ragdistill.models.lm import LanguageModel
+from ragdistill.reader.lm_reader import LMReader, answer_records
+from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.quiet import quiet_third_party
+
+logger = logging.getLogger(__name__)
+
+ANSWERS = ROOT / "outputs" / "bench_rag"
+CHUNK = 100
+"""Questions answered between two appends to the answer file: what a kill can cost at most."""
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """How one reader answers; an answer file is only continued with the same spec."""
+
+    label: str
+    lm_path: str
+    pear: bool
+    precision: str
+    top_k: int
+    questions: int
+
+
+def rankings(run_dirs: Sequence[Path], bm25: bool, questions: int) -> tuple[RetrievalData, dict[str, Any]]:
+    """The shared evaluation data and each retriever's ranked run (``qid -> pid -> score``), BM25 first.
+
+    Raises:
+        ValueError: If the runs were evaluated on different questions or corpora.
+        SystemExit: If a recomputed ranking does not reproduce the run's recorded R@5.
+    """
+    data: RetrievalData | None = None
+    runs: dict[str, Any] = {}
+    for run_dir in run_dirs:
+        name, run_data, ranking, _ = rerun(run_dir)  # its gold R@5 checked against its metrics.json
+        if data is None:
+            data = run_data
+        elif [q.id for q in run_data.eval] != [q.id for q in data.eval] or len(run_data.corpus) != len(data.corpus):
+            raise ValueError(f"{run_dir} was evaluated on other questions or another corpus than {run_dirs[0]}")
+        runs[name] = ranking
+    if data is None:
+        raise ValueError("give at least one finished run dir: its data config names the evaluation set")
+    if bm25:
+        retrieved = BM25Candidates(k=100).fit(data.corpus).retrieve(list(data.eval))
+        runs = {"bm25": {qid: dict(zip(r.ids, r.scores, strict=True)) for qid, r in retrieved.items()}} | runs
+    data.eval = data.eval[:questions]
+    return data, runs
+
+
+def load_answers(path: Path, spec: ReaderSpec) -> list[dict[str, Any]]:
+    """The records already answered into ``path`` (dropping a half-written last line), after checking the spec."""
+    meta = path.with_suffix(".meta.json")
+    if meta.exists() and json.loads(meta.read_text()) != asdict(spec):
+        raise ValueError(
+            f"{path} was answered with {meta.read_text().strip()}, not {asdict(spec)}: use another --reader label "
+            "or delete the file"
+        )
+    atomic_write_text(meta, json.dumps(asdict(spec)))
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s: dropping a half-written line after %d answers", path, len(records))
+            break
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records
+
+
+def answer_run(
+    reader: LMReader, questions: list[Question], passages: list[list[Passage]], path: Path, spec: ReaderSpec
+) -> None:
+    """Answer the questions not yet in ``path``, appending each chunk's records with their seconds."""
+    done = load_answers(path, spec)
+    if [r["qid"] for r in done] != [q.id for q in questions[: len(done)]]:
+        raise ValueError(f"{path} holds other questions than this evaluation set: delete it")
+    for start in range(len(done), len(questions), CHUNK):
+        chunk = slice(start, start + CHUNK)
+        began = time.perf_counter()
+        answers = reader.answer([q.text for q in questions[chunk]], passages[chunk])
+        seconds = (time.perf_counter() - began) / len(answers)
+        records = answer_records(questions[chunk], passages[chunk], answers)
+        with path.open("a") as out:
+            out.write("".join(json.dumps(r | {"seconds": seconds}, ensure_ascii=False) + "\n" for r in records))
+            out.flush()
+            os.fsync(out.fileno())
+        logger.info(
+            "%s: %d / %d answered (%.2f s per question)", path.name, start + len(answers), len(questions), seconds
+        )
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, float]:
+    """EM, F1, answer hit among the passages read and seconds per question, over answered records."""
+    scored = [r for r in records if r["gold_answers"]]
+    scores = qa_scores([r["answer"] for r in scored], [r["gold_answers"] for r in scored])
+    return scores | {
+        "hit": sum(r["hit"] for r in scored) / len(scored),
+        "seconds": sum(r["seconds"] for r in records) / len(records),
+        "n": float(len(scored)),
+    }
+
+
+def completed(top_k: int, questions: int) -> dict[str, dict[str, dict[str, float]]]:
+    """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for path in sorted(ANSWERS.glob("*/*.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        spec = json.loads(path.with_suffix(".meta.json").read_text())
+        if len(records) == questions and spec["top_k"] == top_k:
+            results.setdefault(path.stem, {})[path.parent.name] = summary(records)
+    return results
+
+
+def render(top_k: int, questions: int) -> str:
+    """The Markdown report: one row per retriever, EM and F1 per reader, the commands that made them."""
+    results = completed(top_k, questions)
+    readers = sorted({r for by_reader in results.values() for r in by_reader}, key=lambda r: (r != "raw", r))
+    lines = [
+        f"| retriever | answer hit@{top_k} | " + " | ".join(f"{r} EM | {r} F1" for r in readers) + " |",
+        "|---" * (2 + 2 * len(readers)) + "|",
+    ]
+    for retriever, by_reader in results.items():
+        hit = next(iter(by_reader.values()))["hit"]
+        cells = [f"{by_reader[r]['em']:.3f} | {by_reader[r]['f1']:.3f}" if r in by_reader else "– | –" for r in readers]
+        lines.append(f"| {retriever} | {hit:.3f} | " + " | ".join(cells) + " |")
+    timing = []
+    for reader in readers:
+        seconds = [by_reader[reader]["seconds"] for by_reader in results.values() if reader in by_reader]
+        timing.append(f"- {reader}: {sum(seconds) / len(seconds):.2f} s per question")
+    commands = [(ANSWERS / r / "command.txt").read_text().strip() for r in readers]
+    return "\n".join(
+        [
+            f"# RAG on SQuAD-open: reader EM/F1 from each retriever's top-{top_k}",
+            "",
+            f"{questions} dev questions, the whole corpus. Commands (one reader each; the table covers every reader "
+            "answered so far):",
+            "",
+            *[f"    {line}" for line in commands],
+            "",
+            *lines,
+            "",
+            f"answer hit@{top_k}: a passage given to the reader contains a gold answer (SQuAD normalisation). EM "
+            "and F1: SQuAD's answer normalisation, best over the gold answers. Seconds per question (2 threads):",
+            *timing,
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run dirs evaluated on the same questions")
+    parser.add_argument("--bm25", action="store_true", help="also answer from BM25's top-k")
+    parser.add_argument("--reader", default="raw", help="label of this reader in the table and the answer dirs")
+    parser.add_argument(
+        "--lm-path", default="packaged:SmolLM2-135M-Instruct", help="reader LM: hub id, folder or packaged:"
+    )
+    parser.add_argument("--pear", action="store_true", help="apply PEAR (conf/pear.yaml defaults, cached)")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--questions", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rag_squad_open.md")
+    args = parser.parse_args()
+    quiet_third_party()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    spec = ReaderSpec(args.reader, args.lm_path, args.pear, args.precision, args.top_k, args.questions)
+    data, runs = rankings(args.runs, args.bm25, args.questions)
+    cache = str(ROOT / ".cache" / "ragdistill")
+    reader = LMReader(
+        LanguageModel(path=args.lm_path, cache_dir=cache), precision=args.precision, pear=args.pear, cache_dir=cache
+    )
+    questions = list(data.eval)
+    (ANSWERS / args.reader).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ANSWERS / args.reader / "command.txt", "python " + " ".join(map(shlex.quote, sys.argv)) + "\n")
+    for name, run in runs.items():
+        path = ANSWERS / args.reader / f"{name}.jsonl"
+        answer_run(reader, questions, top_passages(run, [q.id for q in questions], data, args.top_k), path, spec)
+    if reader.pear_result is not None:
+        logger.info("PEAR: %s", json.dumps(reader.metrics()))
+    report = render(args.top_k, args.questions)
+    atomic_write_text(args.out, report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
