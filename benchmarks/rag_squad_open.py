@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from compare_retrievers import rerun
+from scipy.stats import ttest_rel
 from teacher_setup import ROOT
 
 from ragdistill.candidates.bm25 import BM25Candidates
@@ -141,14 +142,30 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def completed(top_k: int, questions: int) -> dict[str, dict[str, dict[str, float]]]:
-    """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``."""
+    """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``.
+
+    Each summary also holds ``p_f1``: a paired two-sided t-test of the per-question F1 against the same
+    reader's answers from BM25 (the first row), when BM25 was answered too.
+    """
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for path in sorted(ANSWERS.glob("*/*.jsonl")):
+    f1s: dict[tuple[str, str], list[float]] = {}
+    for path in sorted(ANSWERS.glob("*/*.jsonl"), key=lambda p: (p.stem != "bm25", p.stem)):
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         spec = json.loads(path.with_suffix(".meta.json").read_text())
         if len(records) == questions and spec["top_k"] == top_k:
-            results.setdefault(path.stem, {})[path.parent.name] = summary(records)
+            reader = path.parent.name
+            results.setdefault(path.stem, {})[reader] = summary(records)
+            f1s[(path.stem, reader)] = [r["f1"] for r in records]
+            baseline = f1s.get(("bm25", reader))
+            if baseline is not None and path.stem != "bm25":
+                results[path.stem][reader]["p_f1"] = float(ttest_rel(f1s[(path.stem, reader)], baseline).pvalue)
     return results
+
+
+def cell(result: dict[str, float]) -> str:
+    """``EM | F1`` of one reader and retriever, F1 with its paired p-value against BM25 where there is one."""
+    p_value = f" (p={result['p_f1']:.2g})" if "p_f1" in result else ""
+    return f"{result['em']:.3f} | {result['f1']:.3f}{p_value}"
 
 
 def render(top_k: int, questions: int) -> str:
@@ -161,7 +178,7 @@ def render(top_k: int, questions: int) -> str:
     ]
     for retriever, by_reader in results.items():
         hit = next(iter(by_reader.values()))["hit"]
-        cells = [f"{by_reader[r]['em']:.3f} | {by_reader[r]['f1']:.3f}" if r in by_reader else "– | –" for r in readers]
+        cells = [cell(by_reader[r]) if r in by_reader else "– | –" for r in readers]
         lines.append(f"| {retriever} | {hit:.3f} | " + " | ".join(cells) + " |")
     timing = []
     for reader in readers:
@@ -180,11 +197,18 @@ def render(top_k: int, questions: int) -> str:
             *lines,
             "",
             f"answer hit@{top_k}: a passage given to the reader contains a gold answer (SQuAD normalisation). EM "
-            "and F1: SQuAD's answer normalisation, best over the gold answers. Seconds per question (2 threads):",
+            "and F1: SQuAD's answer normalisation, best over the gold answers; p: paired two-sided t-test of the "
+            "per-question F1 against the same reader's answers from BM25. Seconds per question (2 threads):",
             *timing,
             "",
         ]
     )
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as a command to run from the repository root (paths made relative to it)."""
+    parts = [os.path.relpath(Path(a).resolve(), ROOT) if Path(a).exists() else a for a in argv]
+    return "python " + " ".join(map(shlex.quote, parts))
 
 
 def main() -> None:
@@ -211,7 +235,7 @@ def main() -> None:
     )
     questions = list(data.eval)
     (ANSWERS / args.reader).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ANSWERS / args.reader / "command.txt", "python " + " ".join(map(shlex.quote, sys.argv)) + "\n")
+    atomic_write_text(ANSWERS / args.reader / "command.txt", command_line(sys.argv) + "\n")
     for name, run in runs.items():
         path = ANSWERS / args.reader / f"{name}.jsonl"
         answer_run(reader, questions, top_passages(run, [q.id for q in questions], data, args.top_k), path, spec)
