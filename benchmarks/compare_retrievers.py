@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 METRICS = ["recall@1", "recall@5", "recall@20", "mrr@10"]
 
 
-def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str, dict[str, float]], dict[str, float]]:
-    """The run's name, data, evaluation ranking (recomputed from its index and retriever) and recorded metrics.
+def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str, dict[str, float]]]:
+    """The run's name, data and evaluation ranking (recomputed from its index and retriever).
 
     Raises:
         SystemExit: If the recomputed gold R@5 is not the one in the run's metrics.json.
@@ -56,7 +56,7 @@ def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str
     again = float(evaluate(Qrels(gold_qrels(data.eval)), Run(ranking), "recall@5"))  # type: ignore[arg-type]
     if abs(again - recorded["test/gold/recall@5"]) > 1e-3:  # a changed index, retriever or data set
         raise SystemExit(f"{run_dir}: recomputed R@5 {again:.4f} != metrics.json {recorded['test/gold/recall@5']:.4f}")
-    return str(cfg.name), data, ranking, recorded
+    return str(cfg.name), data, ranking
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     quiet_third_party()
     runs, questions = [], None
     for run_dir in args.runs:
-        name, data, ranking, _ = rerun(run_dir)
+        name, data, ranking = rerun(run_dir)
         ids = [q.id for q in data.eval]
         if questions is None:
             questions, qrels = ids, Qrels(gold_qrels(data.eval))

@@ -33,6 +33,7 @@ from compare_retrievers import rerun
 from scipy.stats import ttest_rel
 from teacher_setup import ROOT
 
+from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.evaluation.qa import qa_scores
@@ -71,7 +72,7 @@ def rankings(run_dirs: Sequence[Path], bm25: bool, questions: int) -> tuple[Retr
     data: RetrievalData | None = None
     runs: dict[str, Any] = {}
     for run_dir in run_dirs:
-        name, run_data, ranking, _ = rerun(run_dir)  # its gold R@5 checked against its metrics.json
+        name, run_data, ranking = rerun(run_dir)  # its gold R@5 checked against its metrics.json
         if data is None:
             data = run_data
         elif [q.id for q in run_data.eval] != [q.id for q in data.eval] or len(run_data.corpus) != len(data.corpus):
@@ -81,7 +82,7 @@ def rankings(run_dirs: Sequence[Path], bm25: bool, questions: int) -> tuple[Retr
         raise ValueError("give at least one finished run dir: its data config names the evaluation set")
     if bm25:
         retrieved = BM25Candidates(k=100).fit(data.corpus).retrieve(list(data.eval))
-        runs = {"bm25": {qid: dict(zip(r.ids, r.scores, strict=True)) for qid, r in retrieved.items()}} | runs
+        runs = {"bm25": as_run(retrieved)} | runs
     data.eval = data.eval[:questions]
     return data, runs
 
