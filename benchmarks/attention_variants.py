@@ -6,6 +6,8 @@ LM-likelihood teacher and chance:
 
     python benchmarks/attention_variants.py                    # 32 questions x K=10
     python benchmarks/attention_variants.py --questions 100
+    python benchmarks/attention_variants.py --questions 100 --only default --lm-path <fine-tuned reader folder> \
+        --out attention_teacher_finetuned.md      # the same teacher with a fine-tuned reader
 
 Writes ``benchmarks/results/attention_variants.md`` and prints it.
 """
@@ -17,7 +19,7 @@ import time
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, packaged_lm, squad_slice
+from teacher_setup import ROOT, load_lm, squad_slice
 
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
@@ -50,10 +52,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--only", nargs="+", help="run only the teachers whose names contain one of these")
     parser.add_argument("--out", default="attention_variants.md", help="file name under benchmarks/results/")
+    parser.add_argument("--lm-path", help="the reader LM (a transformers folder or hub id); default: packaged SmolLM2")
     args = parser.parse_args()
     data, candidates = squad_slice(args.questions, args.k)
     questions = data.train
-    lm = packaged_lm()
+    lm = load_lm(args.lm_path)
     teachers: dict[str, Teacher] = {
         f"attention: {name}": AttentionTeacher(lm, num_candidates=args.k, **options)
         for name, options in VARIANTS.items()
@@ -63,6 +66,7 @@ def main() -> None:
     teachers["lm_likelihood (yes/no relevance)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="relevance")
     if args.only:
         teachers = {name: t for name, t in teachers.items() if any(part in name for part in args.only)}
+    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{args.lm_path}`"
     rows = []
     chance = 0.0
     for name, teacher in teachers.items():
@@ -78,10 +82,12 @@ def main() -> None:
         )
     report = "\n".join(
         [
-            "# Attention-teacher variants: teacher quality (SmolLM2-135M-Instruct reader)",
+            f"# Attention-teacher variants: teacher quality ({reader} as the reader)",
             "",
             f"Command: `python benchmarks/attention_variants.py --questions {args.questions} --k {args.k}"
-            + (f" --only {' '.join(repr(o) for o in args.only)} --out {args.out}" if args.only else "")
+            + (f" --only {' '.join(repr(o) for o in args.only)}" if args.only else "")
+            + (f" --lm-path {args.lm_path}" if args.lm_path else "")
+            + (f" --out {args.out}" if args.out != "attention_variants.md" else "")
             + "` "
             f"({len(questions)} SQuAD training questions, BM25 top-{args.k} from a 5,000-paragraph SQuAD-open "
             f"slice holding every gold paragraph; {torch.get_num_threads()} CPU threads, bf16 autocast).",

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
-from teacher_setup import ROOT, packaged_lm
+from teacher_setup import ROOT, load_lm
 
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.metrics import answer_qrels
@@ -48,7 +48,7 @@ def main() -> None:
     local = _plain(OmegaConf.load(ROOT / "conf" / "teacher" / "chat" / "local.yaml").chat)
     chat_settings = {k: v for k, v in local.items() if k not in ("_target_", "lm")} | _plain(g2r.chat)
     data = load_squad_open(n_train=args.questions, n_eval=0, corpus_size=1000, seed=args.seed)
-    lm = packaged_lm()
+    lm = load_lm()
     chat = LocalChat(lm, **chat_settings)
     with tempfile.TemporaryDirectory() as cache_dir:
         generator = UnitGenerator(chat, g2r.prompt, per_question=1, min_chars=g2r.min_chars, cache_dir=cache_dir)

@@ -2,6 +2,7 @@
 
     flock /tmp/ragdistill-bench.lock python benchmarks/pear.py                 # PEAR computed in a temp cache
     flock /tmp/ragdistill-bench.lock python benchmarks/pear.py --cache .cache/ragdistill   # reuse the repo cache
+    flock /tmp/ragdistill-bench.lock python benchmarks/pear.py --lm-path <reader folder> --out pear_finetuned.md
 
 1. ``run_pear`` (head scoring = 30 layers × 9 heads mean-ablation passes, then the coefficients), timed.
 2. Copy accuracy on held-out sequences (seeds no PEAR step used) at the training length and longer ones:
@@ -26,7 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, footprint, packaged_lm
+from teacher_setup import ROOT, footprint, load_lm
 from torch import nn
 
 from ragdistill.reader.pear import PearResult, PearSettings, run_pear
@@ -34,7 +35,7 @@ from ragdistill.reader.pear_copy import CopyBatch, copy_logits, copy_scores, cop
 from ragdistill.reader.pear_heads import fold_coefficients, head_layout, scaled_heads
 from ragdistill.utils.quiet import quiet_third_party
 
-RESULT = ROOT / "benchmarks" / "results" / "pear.md"
+RESULTS = ROOT / "benchmarks" / "results"
 EVAL_SEED = 1000
 """Held-out copy sequences: PEAR used seed (training) and seed + 1 (its own held-out check)."""
 
@@ -55,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cache", default=None, help="PEAR cache dir (default: a fresh temp dir: PEAR runs)")
+    parser.add_argument("--lm-path", help="the reader LM (a transformers folder or hub id); default: packaged SmolLM2")
+    parser.add_argument("--out", default="pear.md", help="file name under benchmarks/results/")
     return parser.parse_args()
 
 
@@ -170,7 +173,8 @@ def report(
     for offset, length in enumerate(args.long_lengths, start=1):  # fewer sequences: about as many tokens each
         n = max(1, args.eval_sequences * args.length // length)
         batches[f"2×{length}"] = copy_task(tokenizer, n, length, EVAL_SEED + offset)
-    yield "# PEAR on SmolLM2-135M-Instruct (CPU, 2 threads)\n"
+    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{args.lm_path}`"
+    yield f"# PEAR on {reader} (CPU, {torch.get_num_threads()} threads)\n"
     command = "flock /tmp/ragdistill-bench.lock python benchmarks/pear.py " + " ".join(sys.argv[1:])
     yield f"Command: `{command.strip()}`\n"
     s = result.settings
@@ -178,7 +182,7 @@ def report(
         f"Settings: top-{s.n_heads} suppressing heads; {s.sequences} copy sequences of 2×{s.length} tokens "
         f"(seed {s.seed}) for scoring and learning; {s.steps} Adam steps, lr {s.lr}. "
         f"`run_pear` took {seconds:.0f} s ({'reused from the cache' if result.reused else 'computed'}): "
-        f"270 mean-ablation passes, then the coefficients.\n"
+        f"{len(result.scores)} mean-ablation passes, then the coefficients.\n"
     )
     values = [h["value"] for h in result.heads]
     yield "## Heads PEAR picked\n"
@@ -251,7 +255,7 @@ def main() -> None:
     quiet_third_party()
     torch.manual_seed(0)
     settings = PearSettings(args.n_heads, args.sequences, args.length, args.steps, args.lr, args.seed)
-    lm = packaged_lm()
+    lm = load_lm(args.lm_path)
     model = lm.model
     with tempfile.TemporaryDirectory(prefix="pear-bench-") as scratch:
         start = time.perf_counter()
@@ -259,7 +263,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
     runs = variants(model, result)
     text = "\n".join(report(args, lm.tokenizer, result, seconds, runs)) + "\n"
-    RESULT.write_text(text)
+    (RESULTS / args.out).write_text(text)
     print(text)
 
 

@@ -142,8 +142,11 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def completed(top_k: int, questions: int) -> dict[str, dict[str, dict[str, float]]]:
-    """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``.
+def completed(
+    top_k: int, questions: int
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[tuple[str, str], list[float]]]:
+    """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``, and the
+    per-question F1 of each (retriever, reader).
 
     Each summary also holds ``p_f1``: a paired two-sided t-test of the per-question F1 against the same
     reader's answers from BM25 (the first row), when BM25 was answered too.
@@ -160,7 +163,26 @@ def completed(top_k: int, questions: int) -> dict[str, dict[str, dict[str, float
             baseline = f1s.get(("bm25", reader))
             if baseline is not None and path.stem != "bm25":
                 results[path.stem][reader]["p_f1"] = float(ttest_rel(f1s[(path.stem, reader)], baseline).pvalue)
-    return results
+    return results, f1s
+
+
+def reader_pairs(readers: list[str], f1s: dict[tuple[str, str], list[float]], retrievers: list[str]) -> list[str]:
+    """Markdown rows comparing every two readers on the same retriever: mean F1 difference, paired t-test.
+
+    The readers read the same passages of the same questions, so the per-question F1 pairs up; this is what
+    says whether fine-tuning or PEAR changed the answers beyond noise.
+    """
+    rows = []
+    for i, first in enumerate(readers):
+        for second in readers[i + 1 :]:
+            for retriever in retrievers:
+                a, b = f1s.get((retriever, second)), f1s.get((retriever, first))
+                if a is None or b is None:
+                    continue
+                delta = sum(a) / len(a) - sum(b) / len(b)
+                p_value = float(ttest_rel(a, b).pvalue)
+                rows.append(f"| {second} − {first} | {retriever} | {delta:+.3f} | {p_value:.2g} |")
+    return rows
 
 
 def cell(result: dict[str, float]) -> str:
@@ -171,7 +193,7 @@ def cell(result: dict[str, float]) -> str:
 
 def render(top_k: int, questions: int) -> str:
     """The Markdown report: one row per retriever, EM and F1 per reader, the commands that made them."""
-    results = completed(top_k, questions)
+    results, f1s = completed(top_k, questions)
     readers = sorted({r for by_reader in results.values() for r in by_reader}, key=lambda r: (r != "raw", r))
     lines = [
         f"| retriever | answer hit@{top_k} | " + " | ".join(f"{r} EM | {r} F1" for r in readers) + " |",
@@ -185,6 +207,16 @@ def render(top_k: int, questions: int) -> str:
     for reader in readers:
         seconds = [by_reader[reader]["seconds"] for by_reader in results.values() if reader in by_reader]
         timing.append(f"- {reader}: {sum(seconds) / len(seconds):.2f} s per question")
+    pairs = reader_pairs(readers, f1s, list(results))
+    if pairs:
+        pairs = [
+            "",
+            "Reader against reader on the same passages (F1 difference, paired two-sided t-test):",
+            "",
+            "| readers | retriever | ΔF1 | p |",
+            "|---|---|---|---|",
+            *pairs,
+        ]
     commands = [(ANSWERS / r / "command.txt").read_text().strip() for r in readers]
     return "\n".join(
         [
@@ -201,6 +233,7 @@ def render(top_k: int, questions: int) -> str:
             "and F1: SQuAD's answer normalisation, best over the gold answers; p: paired two-sided t-test of the "
             "per-question F1 against the same reader's answers from BM25. Seconds per question (2 threads):",
             *timing,
+            *pairs,
             "",
         ]
     )
@@ -216,6 +249,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished run dirs evaluated on the same questions")
     parser.add_argument("--bm25", action="store_true", help="also answer from BM25's top-k")
+    parser.add_argument(
+        "--only", nargs="+", help="answer from these retrievers only (bm25, or a run's name); the table covers all"
+    )
     parser.add_argument("--reader", default="raw", help="label of this reader in the table and the answer dirs")
     parser.add_argument(
         "--lm-path", default="packaged:SmolLM2-135M-Instruct", help="reader LM: hub id, folder or packaged:"
@@ -237,7 +273,12 @@ def main() -> None:
     questions = list(data.eval)
     (ANSWERS / args.reader).mkdir(parents=True, exist_ok=True)
     atomic_write_text(ANSWERS / args.reader / "command.txt", command_line(sys.argv) + "\n")
+    unknown = set(args.only or []) - set(runs)
+    if unknown:
+        raise SystemExit(f"--only {sorted(unknown)}: not among the retrievers {sorted(runs)}")
     for name, run in runs.items():
+        if args.only and name not in args.only:
+            continue
         path = ANSWERS / args.reader / f"{name}.jsonl"
         answer_run(reader, questions, top_passages(run, [q.id for q in questions], data, args.top_k), path, spec)
     if reader.pear_result is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from teacher_setup import ROOT, packaged_lm
+from teacher_setup import ROOT, load_lm
 from timing import timed
 
 from ragdistill.candidates.bm25 import BM25Candidates
@@ -102,7 +102,7 @@ def teacher_rows(questions: int, ks: list[int], seed: int) -> list[dict[str, Any
     """Score ``questions`` training questions' BM25 top-K with both LM teachers at each K."""
     data = load_squad_open(n_train=questions, n_eval=0, corpus_size=5000, seed=seed)
     candidates = BM25Candidates(k=max(ks)).fit(data.corpus).retrieve(data.train)
-    lm = packaged_lm()
+    lm = load_lm()
     warm_up = LMLikelihoodTeacher(lm, num_candidates=2, accelerator="cpu")  # loads the weights, untimed
     warm_up.score(data.train[:1], candidates, data)
     rows = []

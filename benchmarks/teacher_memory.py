@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, footprint, packaged_lm, run_child, squad_slice
+from teacher_setup import ROOT, footprint, load_lm, run_child, squad_slice
 
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
@@ -48,7 +48,7 @@ def longest_prompt(teacher: LMTeacher, name: str, data: Any, candidates: Any, k:
 def measure(name: str, precision: str, k: int, questions: int) -> dict[str, Any]:
     """Score ``questions`` at K=``k`` in this process; return throughput, prompt length and memory."""
     data, candidates = squad_slice(questions, k)
-    lm = packaged_lm()
+    lm = load_lm()
     # warm up on one question × 2 candidates: the weights paged in, Lightning and the kernels initialised,
     # so the block below holds what scoring at K costs, not what any first call costs
     TEACHERS[name](lm, num_candidates=2, precision=precision).score(data.train[:1], candidates, data)

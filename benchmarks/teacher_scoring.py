@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from matmul_peak import peak_gflops
 from scipy.stats import spearmanr
-from teacher_setup import ROOT, packaged_lm, squad_slice
+from teacher_setup import ROOT, load_lm, squad_slice
 
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.attention import AttentionTeacher
@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     data, candidates = squad_slice(args.questions, args.k)
     questions = data.train
-    lm = packaged_lm()
+    lm = load_lm()
     _ = lm.model  # load (and convert once) outside the timings
     passages = len(questions) * args.k
     tokens = sum(

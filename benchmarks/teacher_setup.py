@@ -36,9 +36,11 @@ def squad_slice(questions: int, k: int) -> tuple[RetrievalData, dict[str, Ranked
     return data, BM25Candidates(k=k).fit(data.corpus).retrieve(data.train)
 
 
-def packaged_lm() -> LanguageModel:
-    """The packaged SmolLM2-135M-Instruct, converted once into the repository's cache."""
-    return LanguageModel(cache_dir=str(ROOT / ".cache" / "ragdistill"))
+def load_lm(path: str | None = None) -> LanguageModel:
+    """The packaged SmolLM2-135M-Instruct (converted once into the repository's cache), or the LM at ``path``
+    (a transformers folder such as a ``ragdistill-finetune-reader`` result, or a hub id)."""
+    cache_dir = str(ROOT / ".cache" / "ragdistill")
+    return LanguageModel(cache_dir=cache_dir) if path is None else LanguageModel(path=path, cache_dir=cache_dir)
 
 
 @dataclass

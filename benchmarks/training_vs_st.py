@@ -44,7 +44,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from teacher_setup import ROOT, Footprint, footprint, packaged_lm, run_child, squad_slice
+from teacher_setup import ROOT, Footprint, footprint, load_lm, run_child, squad_slice
 
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.teachers.gold import GoldTeacher
@@ -97,7 +97,7 @@ def prepare_workload(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     signals = {"gold": [s for s in gold if len(s.candidate_ids) - len(s.positive_ids) >= args.k - 1][:needed]}
     prepared: dict[str, Any] = {"questions": needed}
     if "kl" in args.pairings:
-        teacher = LMLikelihoodTeacher(packaged_lm(), num_candidates=args.k, precision="bf16-mixed")
+        teacher = LMLikelihoodTeacher(load_lm(), num_candidates=args.k, precision="bf16-mixed")
         scored = teacher.score(data.train[: needed + args.batch_size], candidates, data)
         full = [s for s in scored if len(s.scores) == args.k and bool((s.scores > float("-inf")).all())]
         signals["kl"] = full[:needed]

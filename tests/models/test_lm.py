@@ -141,15 +141,18 @@ def test_chat_wrap(tiny_causal_dir, make_bert_tokenizer):
 @pytest.mark.slow
 def test_packaged_smollm2_converts_once_and_answers(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="ragdistill.models.lm")
+    start = time.perf_counter()
     lm = LanguageModel("packaged:SmolLM2-135M-Instruct", cache_dir=str(tmp_path))
     assert not lm.is_encoder_decoder
-    assert "to safetensors" in caplog.text and "(once)" in caplog.text
     assert lm.model.config.num_hidden_layers == 30
+    converting = time.perf_counter() - start
+    assert "to safetensors" in caplog.text and "(once)" in caplog.text
     caplog.clear()
     start = time.perf_counter()
     again = LanguageModel("packaged:SmolLM2-135M-Instruct", cache_dir=str(tmp_path))
     model, tokenizer = again.model, again.tokenizer
-    assert time.perf_counter() - start < 2.0
+    # relative, so that a loaded machine slows both alike: reusing the converted folder skips the GGUF decode
+    assert time.perf_counter() - start < converting / 2
     assert "Converting" not in caplog.text and "Loaded LM <SmolLM2-135M-Instruct> (135M params" in caplog.text
     wrap = again.chat_wrap("{q}")
     assert wrap is not None and wrap[0].strip() and wrap[1].strip()
