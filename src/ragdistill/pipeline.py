@@ -33,6 +33,7 @@ from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.dashboards import build_loggers, log_run_outputs
 from ragdistill.utils.determinism import skip_nan_fill
 from ragdistill.utils.distributed import is_global_zero, start_processes
+from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key
 from ragdistill.utils.run_info import save_run_info
 from ragdistill.utils.timing import StageTimer
@@ -193,7 +194,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = (
         instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data) + ([resume] if resume else [])
     )
-    trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks)
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"))
+    trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, precision=precision)
     skip_nan_fill()  # trainer.deterministic stays; torch's NaN fill of new tensors was the largest cost in it
     if teacher.scores_on_every_rank:  # trainer=ddp: the teacher's LM passes are split over the ranks too
         start_processes(trainer)

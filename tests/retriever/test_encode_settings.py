@@ -6,6 +6,8 @@ import torch
 
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts, plan_batches, token_lengths
+from ragdistill.utils import precision as precision_module
+from ragdistill.utils.precision import FORCE_ENV, force_cpu_bf16
 
 TEXTS = [
     "a short one",
@@ -54,10 +56,20 @@ def test_int8_leaves_the_trained_towers_untouched(tiny_encoder_dir):
 def test_bf16_true_runs_a_bf16_copy_and_leaves_the_weights_float32(tiny_encoder_dir):
     encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
     reference = encode_texts(encoder, TEXTS, "passage", _fp32())
-    vectors = encode_texts(encoder, TEXTS, "passage", _fp32(precision="bf16-true"))
+    with force_cpu_bf16():  # bf16 even where this CPU would emulate it
+        vectors = encode_texts(encoder, TEXTS, "passage", _fp32(precision="bf16-true"))
     assert all(p.dtype == torch.float32 for p in encoder.parameters())  # Lightning alone would convert them
     assert vectors.dtype == np.float32 and _cosines(vectors, reference).min() > 0.99
     assert not np.allclose(vectors, reference, atol=1e-6)  # bf16 did run
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_encodes_in_float32_on_a_cpu_that_would_emulate_it(tiny_encoder_dir, monkeypatch, precision):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.delenv(FORCE_ENV, raising=False)
+    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    reference = encode_texts(encoder, TEXTS, "passage", _fp32())
+    np.testing.assert_array_equal(encode_texts(encoder, TEXTS, "passage", _fp32(precision=precision)), reference)
 
 
 def test_int8_quantises_all_but_the_down_projections(encoder):

@@ -53,6 +53,7 @@ from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.lm_reader import LMReader
 from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.settings import dataclass_from_mapping
 
 logger = logging.getLogger(__name__)
@@ -442,6 +443,8 @@ def finetune_reader(
     Raises:
         ValueError: For an encoder-decoder LM or no examples.
     """
+    # the precision it really trains in is what the weights depend on, so that is what the key holds
+    settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, accelerator))
     examples = build_examples(reader, questions, passages)
     if not examples:
         raise ValueError("no training question has an answer and a gold passage: nothing to fine-tune on")

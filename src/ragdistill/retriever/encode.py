@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from torch.utils.data import DataLoader, Dataset
 
 from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.utils.precision import resolve_precision, runs_on_cpu
 from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def encode_texts(
         raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
     if not texts:
         return np.zeros((0, retriever.embedding_dim), dtype=np.float32)
+    settings = replace(settings, precision=resolve_precision(settings.precision, settings.accelerator))
     loader = DataLoader(_Batches(texts, plan_batches(retriever, texts, kind, settings), kind), batch_size=None)
     logger.info("Encoding %d %s texts in %d batches (%s)", len(texts), kind, len(loader), settings)
     bar = [RichProgressBar()] if settings.progress else []
@@ -199,7 +201,7 @@ def _encoding_copy(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[t
     if settings.quantize == "none" and dtype is None:
         yield retriever, settings.precision
         return
-    if settings.quantize != "none" and not _runs_on_cpu(settings.accelerator):
+    if settings.quantize != "none" and not runs_on_cpu(settings.accelerator):
         raise ValueError(
             f"EncodeSettings.quantize={settings.quantize!r} runs on the CPU only; "
             f"set accelerator='cpu' (got {settings.accelerator!r})"
@@ -219,12 +221,6 @@ def _tower_copy(tower: nn.Module, quantize: str, dtype: torch.dtype | None) -> n
     """A copy of ``tower`` for encoding: int8 when asked, its float weights in ``dtype`` when given."""
     copied = quantize_int8(tower) if quantize == "int8" else copy.deepcopy(tower).eval()
     return copied if dtype is None else copied.to(dtype)
-
-
-def _runs_on_cpu(accelerator: str) -> bool:
-    if accelerator == "auto":
-        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return accelerator == "cpu"
 
 
 def quantize_int8(encoder: nn.Module) -> nn.Module:

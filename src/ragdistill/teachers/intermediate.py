@@ -38,6 +38,7 @@ from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import config_key
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
+from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class IntermediateTeacher(DerivedTeacher):
         self.lr = lr
         self.val_size = val_size
         self.seed = seed
-        self.precision = precision
+        # what the ranker really trains in (its cache key holds it): float32 on a CPU without native bfloat16
+        self.precision = resolve_precision(precision, accelerator)
         self.accelerator = accelerator
         self.cache_dir = Path(cache_dir)
         self.ranker_trust_remote_code = ranker_trust_remote_code
@@ -222,7 +224,7 @@ class IntermediateTeacher(DerivedTeacher):
             max_epochs=self.epochs,
             accelerator=self.accelerator,
             devices=1,
-            precision=self.precision,  # type: ignore[arg-type]
+            precision=self.precision,
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,

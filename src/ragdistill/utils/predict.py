@@ -31,6 +31,7 @@ from ragdistill.utils.distributed import (
     shard_positions,
     world,
 )
+from ragdistill.utils.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def run_predict(
         module: What to run; its ``predict_step`` outputs are returned.
         loader: The batches; any sampler or batch sampler, ``batch_size=None`` loaders included.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        precision: Lightning precision, e.g. ``bf16-mixed`` or ``32-true``.
+        precision: Lightning precision, e.g. ``bf16-mixed`` or ``32-true`` (bfloat16 falls back to float32 on
+            a CPU without native bfloat16, see :func:`~ragdistill.utils.precision.resolve_precision`).
         callbacks: Callbacks for the predict run (e.g. a progress bar; shown on rank 0 only).
         distributed: Split the batches over the running process group, if there is one; ``False`` predicts
             every batch in this process alone (nothing to wait for from the other ranks).
@@ -68,6 +70,7 @@ def run_predict(
     Raises:
         RuntimeError: If the ranks' loaders differ in their batches, or an output went missing.
     """
+    precision = resolve_precision(precision, accelerator)
     rank, world_size = world()
     if not distributed or world_size == 1:
         return _predict(module, loader, callbacks, accelerator=accelerator, devices=1, precision=precision)
