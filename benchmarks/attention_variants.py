@@ -25,6 +25,7 @@ from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
+from ragdistill.utils.precision import cpu_bf16_description, resolve_precision
 
 TOP_THIRD = list(range(-10, 0))  # SmolLM2 has 30 layers
 
@@ -90,7 +91,8 @@ def main() -> None:
             + (f" --out {args.out}" if args.out != "attention_variants.md" else "")
             + "` "
             f"({len(questions)} SQuAD training questions, BM25 top-{args.k} from a 5,000-paragraph SQuAD-open "
-            f"slice holding every gold paragraph; {torch.get_num_threads()} CPU threads, bf16 autocast).",
+            f"slice holding every gold paragraph; {torch.get_num_threads()} CPU threads, teachers' bf16-mixed run as "
+            f"{resolve_precision('bf16-mixed')}: {cpu_bf16_description()}).",
             "",
             "| teacher | top-1 is gold | top-1 has answer | entropy (nats) | questions | passages/s |",
             "|---|---|---|---|---|---|",
