@@ -1,10 +1,10 @@
 """The Lightning precision to run with on this machine: bfloat16 only where the hardware computes it natively.
 
 The configs default to ``bf16-mixed`` because on CPUs with AVX-512 (oneDNN's bfloat16 kernels; AVX-512 BF16
-or AMX make them fast) and on GPUs it runs MiniLM 1.45-1.74x faster than float32
-(``benchmarks/results/precision.md``). On a CPU without AVX-512 (AVX2 only: most laptops and many cloud
-VMs) PyTorch has no bfloat16 kernel for a matmul and falls back to a scalar loop, so the same default makes
-every training step, encoding pass and LM pass several times *slower* than float32
+or AMX make them fast) it runs MiniLM 1.45-1.74x faster than float32 (``benchmarks/results/precision.md``,
+measured on AVX-512-BF16 CPUs), and GPUs have bfloat16 units. On a CPU without AVX-512 (AVX2 only: most
+laptops and many cloud VMs) PyTorch has no bfloat16 kernel for a matmul and falls back to a scalar loop,
+so the same default makes every training step, encoding pass and LM pass several times *slower* than float32
 (``benchmarks/results/precision_avx2.md``). Everything that hands a precision to Lightning passes it
 through :func:`resolve_precision`, which on such a CPU runs ``32-true`` instead and says so once.
 
@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -90,12 +91,5 @@ def _warn_fallback(precision: str) -> None:
 @contextmanager
 def force_cpu_bf16() -> Iterator[None]:
     """Keep bfloat16 precisions as asked inside the block, whatever the CPU (benchmarks that time both)."""
-    before = os.environ.get(FORCE_ENV)
-    os.environ[FORCE_ENV] = "1"
-    try:
+    with mock.patch.dict(os.environ, {FORCE_ENV: "1"}):
         yield
-    finally:
-        if before is None:
-            del os.environ[FORCE_ENV]
-        else:
-            os.environ[FORCE_ENV] = before
