@@ -44,7 +44,10 @@ def wandb_run(tmp_path_factory, compose_at, tiny_encoder_dir) -> Iterator[dict[s
         patch.setenv("WANDB_DATA_DIR", str(root / "wandb_data"))  # offline artifacts are staged here until synced
         patch.setenv("WANDB_CACHE_DIR", str(root / "wandb_cache"))
         run = tiny_run(compose_at, root / "run", tiny_encoder_dir, ["logger=many"])
-        wandb.finish()  # the CLI's task wrapper does this; it flushes the run folder
+        wandb.finish()  # the CLI's task wrapper does this
+        # finish() can return before W&B's service process has written the run's .wandb file to its end (CI
+        # once read it with no run record); teardown waits for the service to exit, as the CLI's exit does
+        wandb.teardown()
         yield run
 
 
@@ -74,6 +77,7 @@ def wandb_records(run_dir: Path) -> list[Any]:
             record.ParseFromString(pending)
             records.append(record)
             pending = b""
+    assert records and records[-1].WhichOneof("record_type") == "exit", f"{path} is not a finished run's log"
     return records
 
 
