@@ -47,8 +47,15 @@ class LocalChat:
         self.settings = LMRunSettings(max_batch_tokens, max_batch_size, accelerator, precision)
 
     def identity(self) -> dict[str, str]:
-        """What determines this model's answers besides the prompt (for caches of what it generated)."""
-        return {"lm": self.lm.fingerprint(), "max_new_tokens": str(self.max_new_tokens)}
+        """What determines this model's answers besides the prompt (for caches of what it generated).
+
+        The precision is the one it really runs in (``32-true`` where a CPU lacks bfloat16): it changes the answers.
+        """
+        return {
+            "lm": self.lm.fingerprint(),
+            "max_new_tokens": str(self.max_new_tokens),
+            "precision": self.settings.effective_precision,
+        }
 
     def complete_many(
         self, requests: Sequence[Messages], description: str = "Chat completions", **params: Any

@@ -17,9 +17,10 @@ from typing import Any
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.signal import TeacherSignal, with_positives
-from ragdistill.teachers.unit_generation import ChatModel, UnitGenerator
+from ragdistill.teachers.unit_generation import UnitGenerator
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.ranking_output import RepairStats, parse_ranking
 from ragdistill.teachers.signal import TeacherSignal
@@ -26,16 +27,6 @@ from ragdistill.teachers.sliding_window import RankingPrompt, build_window_messa
 from ragdistill.utils.plain import plain
 
 logger = logging.getLogger(__name__)
-
-
-class ChatModel(Protocol):
-    """What the ranking teacher needs from an LLM: answers to many conversations, in order."""
-
-    def complete_many(
-        self, requests: Sequence[Sequence[dict[str, str]]], description: str = ..., **params: Any
-    ) -> list[str]:
-        """One answer per conversation."""
-        ...
 
 
 class ListwiseRankingTeacher(Teacher):
@@ -89,6 +80,13 @@ class ListwiseRankingTeacher(Teacher):
     def lm(self) -> Any:
         """The local LM behind the chat model, if any (its fingerprint keys the signal cache)."""
         return getattr(self.chat, "lm", None)
+
+    def cache_identity(self) -> dict[str, str]:
+        """What identifies a local chat model's answers (its LM, the precision it really runs in); none for an endpoint.
+
+        An endpoint's ``base_url`` and ``model`` are in the cached config already.
+        """
+        return self.chat.identity() if self.lm is not None else {}
 
     def metrics(self) -> dict[str, float]:
         """How many LLM outputs were parsed, repaired and dropped (``teacher/llm_*``), and the served LLM's counts.

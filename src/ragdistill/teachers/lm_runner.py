@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ragdistill.teachers.lm_inputs import LMExample
+from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.predict import run_predict
 from ragdistill.utils.progress import progress_bar
 
@@ -52,6 +53,15 @@ class LMRunSettings:
             raise ValueError(
                 f"max_batch_tokens and max_batch_size must be >= 1, got {self.max_batch_tokens}, {self.max_batch_size}"
             )
+
+    @property
+    def effective_precision(self) -> str:
+        """The precision the pass really runs in here (``32-true`` for bfloat16 on a CPU without it).
+
+        Caches of what the LM computed key on this, not on :attr:`precision`: float32 fallback scores and
+        bfloat16 scores of the same config differ.
+        """
+        return str(resolve_precision(self.precision, self.accelerator))
 
 
 def bucket_batches(lengths: list[int], max_tokens: int, max_size: int) -> list[list[int]]:

@@ -108,6 +108,17 @@ class LMTeacher(Teacher):
         self.seconds_reading += result.seconds
         return result
 
+    def cache_identity(self) -> dict[str, str]:
+        """The LM's fingerprint, plus the precision the scores are really made in where it is not the configured one.
+
+        The configured precision is in the cached config already; on a CPU without bfloat16 a ``bf16-mixed``
+        teacher scores in float32, and those scores must not be served to a machine that makes bfloat16 ones.
+        """
+        identity = super().cache_identity()
+        if self.settings.effective_precision != self.settings.precision:
+            identity["precision"] = self.settings.effective_precision
+        return identity
+
     def metrics(self) -> dict[str, float]:
         """Throughput over every scoring run so far (``runtime/teacher_passages_per_s``), for metrics.json."""
         if not self.passages_read:

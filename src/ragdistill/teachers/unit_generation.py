@@ -15,9 +15,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ragdistill.data.schemas import Passage, Question
+from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.plain import plain
@@ -26,18 +27,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """Bumped when the stored records change meaning (part of the cache key)."""
-
-
-class ChatModel(Protocol):
-    """What generates the units: :class:`~ragdistill.models.local_chat.LocalChat` or an API client."""
-
-    def complete_many(self, requests: Sequence[Any], description: str = ..., **params: Any) -> list[str]:
-        """One completion per conversation, in order."""
-        ...
-
-    def identity(self) -> dict[str, str]:
-        """What determines its answers besides the prompt (the LM's fingerprint, or endpoint and model)."""
-        ...
 
 
 @dataclass
