@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.evaluation.qa import qa_scores
-from ragdistill.models.generate import left_pad
+from ragdistill.models.generate import eos_ids, left_pad
 from ragdistill.models.lm import LanguageModel
 from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.lm_reader import LMReader
@@ -202,16 +202,15 @@ def reading_lists(
 
 
 def end_token_id(lm: LanguageModel) -> int | None:
-    """The token that ends an answer: the tokenizer's eos, else the model's configured one (``None``: neither).
+    """The token an answer is trained to end with: the tokenizer's eos, else the lowest id generation stops at.
 
-    The reader's generation stops at either, so an answer trained to end with it ends there when read.
+    The reader's generation stops at every id of :func:`~ragdistill.models.generate.eos_ids`, so an answer
+    trained to end with one of them ends there when read (``None``: the LM has none).
     """
     if lm.tokenizer.eos_token_id is not None:
         return int(lm.tokenizer.eos_token_id)
-    configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, list):
-        configured = configured[0] if configured else None
-    return None if configured is None else int(configured)
+    stops = eos_ids(lm.model, lm.tokenizer)
+    return min(stops) if stops else None
 
 
 def check_decoder_only(lm: LanguageModel) -> None:
