@@ -8,7 +8,7 @@ from ragdistill.losses import ListMLELoss, list_mle
 INF = math.inf
 
 
-def brute_force_list_mle(student, teacher, mask, temperature):
+def brute_force_list_mle(student, teacher, mask, temperature, top_k=None):
     """Plackett–Luce NLL written out position by position, in plain Python."""
     rows = []
     for b in range(student.shape[0]):
@@ -19,7 +19,7 @@ def brute_force_list_mle(student, teacher, mask, temperature):
             continue
         order = sorted(judged, key=lambda j: -float(teacher[b, j]))  # stable: ties in column order
         loss = 0.0
-        for k, j in enumerate(order):
+        for k, j in enumerate(order[:top_k]):
             rest = order[k:] + tail
             normaliser = math.log(sum(math.exp(float(student[b, i]) / temperature) for i in rest))
             loss -= float(student[b, j]) / temperature - normaliser
@@ -27,8 +27,9 @@ def brute_force_list_mle(student, teacher, mask, temperature):
     return sum(rows) / len(rows)
 
 
+@pytest.mark.parametrize("top_k", [None, 1, 2, 5])
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed):
+def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed, top_k):
     generator = torch.Generator().manual_seed(seed)
     student = torch.randn(3, 7, generator=generator, dtype=torch.float64)
     teacher = torch.randint(-3, 3, (3, 7), generator=generator).double()  # integer scores: many ties
@@ -36,8 +37,27 @@ def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed):
     teacher[:, 0] = 1.0  # every row keeps a judged column
     mask = torch.rand(3, 7, generator=generator) > 0.2
     mask[:, 0] = True
-    expected = brute_force_list_mle(student, teacher, mask, 0.7)
-    assert list_mle(student, teacher, mask, temperature=0.7).item() == pytest.approx(expected, rel=1e-9)
+    expected = brute_force_list_mle(student, teacher, mask, 0.7, top_k)
+    got = list_mle(student, teacher, mask, temperature=0.7, top_k=top_k)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_top_1_is_cross_entropy_on_the_teachers_first_and_top_k_ignores_the_tail_order():
+    student = torch.tensor([[0.3, 0.9, -0.2, 0.1, 0.5]])
+    teacher = torch.tensor([[2.0, 5.0, 1.0, 0.0, -1.0]])
+    top1 = list_mle(student, teacher, None, temperature=0.5, top_k=1)
+    assert torch.allclose(top1, torch.nn.functional.cross_entropy(student / 0.5, torch.tensor([1])))
+    shuffled_tail = torch.tensor([[2.0, 5.0, -1.0, 1.0, 0.0]])  # same top 2, another order below them
+    assert torch.allclose(
+        list_mle(student, shuffled_tail, None, temperature=0.5, top_k=2),
+        list_mle(student, teacher, None, temperature=0.5, top_k=2),
+    )
+    assert not torch.allclose(
+        list_mle(student, shuffled_tail, None, temperature=0.5), list_mle(student, teacher, None, temperature=0.5)
+    )
+    assert torch.allclose(
+        list_mle(student, teacher, None, temperature=0.5, top_k=99), list_mle(student, teacher, None, temperature=0.5)
+    )
 
 
 def test_only_the_teachers_order_matters():
@@ -64,7 +84,11 @@ def test_in_batch_tail_sits_in_every_normaliser_but_is_never_a_position():
 
 def test_bad_hyperparameters_raise(check_bad_hyperparameter):
     check_bad_hyperparameter(ListMLELoss, list_mle, "temperature", 0.0, -1.0)
+    with pytest.raises(ValueError, match=r"loss\.top_k"):
+        ListMLELoss(top_k=0)
+    with pytest.raises(ValueError, match=r"loss\.top_k"):
+        list_mle(torch.zeros(1, 2), torch.zeros(1, 2), None, temperature=1.0, top_k=0)
 
 
 def test_defaults_and_citation(check_defaults_and_citation):
-    check_defaults_and_citation(ListMLELoss, {"temperature": 0.05}, "xia2008")
+    check_defaults_and_citation(ListMLELoss, {"temperature": 0.05, "top_k": None}, "xia2008", "xia2009topk")

@@ -98,3 +98,20 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     narrow, narrow_objects = train(narrow_cfg)
     assert all(len(s.candidate_ids) == 3 for s in narrow_objects["signals"])
     assert scored_by_ranker == [len(narrow_objects["signals"]), 4] and narrow["ranker/held_out"] == 4
+
+    # top-k ListMLE for the ranker: stage 0 reused, a new ranker (its own cache entry) trained on the top 2
+    rankers_before = len(list((tmp_path / "cache" / "rankers").iterdir()))
+    top2_cfg = compose_at("config", [*overrides, "teacher.ranker_top_k=2"], tmp_path / "top2")
+    top2_cfg.paths.cache_dir = str(tmp_path / "cache")
+    top2, top2_objects = train(top2_cfg)
+    assert top2["teacher/cache_shards_reused"] == top2["teacher/cache_shards_total"]
+    assert top2["ranker/reused"] == 0.0
+    assert len(list((tmp_path / "cache" / "rankers").iterdir())) == rankers_before + 1
+    assert [s.scores.tolist() for s in top2_objects["signals"]] != [s.scores.tolist() for s in signals]
+
+
+def test_a_ranker_top_k_below_one_is_refused_by_its_config_key(tiny_llama):
+    from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
+
+    with pytest.raises(ValueError, match=r"teacher\.ranker_top_k"):
+        IntermediateTeacher(LMLikelihoodTeacher(tiny_llama), ranker_top_k=0)

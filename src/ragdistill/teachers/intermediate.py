@@ -64,6 +64,8 @@ class IntermediateTeacher(DerivedTeacher):
         epochs: Ranker training epochs over the stage-0 questions.
         batch_size: Questions per ranker batch (each brings its K candidates).
         lr: Ranker learning rate.
+        ranker_top_k: Teach the ranker only the first k positions of each stage-0 order (top-k ListMLE);
+            ``None``: the whole order.
         val_size: Stage-0 questions held out to measure the ranker (agreement with the LLM).
         precision: Lightning precision of ranker training and scoring.
         accelerator: Lightning accelerator.
@@ -82,6 +84,7 @@ class IntermediateTeacher(DerivedTeacher):
         epochs: int = 1,
         batch_size: int = 8,
         lr: float = 3e-5,
+        ranker_top_k: int | None = None,
         val_size: int = 100,
         precision: str = "bf16-mixed",
         accelerator: str = "auto",
@@ -97,6 +100,8 @@ class IntermediateTeacher(DerivedTeacher):
             raise ValueError(
                 f"teacher.llm_questions (null or >= 2) and num_candidates (>= 2): got {llm_questions}, {num_candidates}"
             )
+        if ranker_top_k is not None and ranker_top_k < 1:
+            raise ValueError(f"teacher.ranker_top_k must be >= 1 or null, got {ranker_top_k}")
         self.source = source
         self.llm_questions = llm_questions
         self.num_candidates = num_candidates
@@ -105,6 +110,7 @@ class IntermediateTeacher(DerivedTeacher):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.ranker_loss = ListMLELoss(temperature=1.0, top_k=ranker_top_k)  # the ranker's scores are unbounded
         self.val_size = val_size
         self.seed = seed
         # what the ranker really trains in (its cache key holds it): float32 on a CPU without native bfloat16
@@ -207,6 +213,8 @@ class IntermediateTeacher(DerivedTeacher):
             digest.update(json.dumps([s.qid, list(s.candidate_ids), [float(x) for x in s.scores]]).encode())
         settings = [self.ranker_path, self.max_length, self.epochs, self.batch_size, self.lr, self.val_size]
         settings += [self.seed, self.precision]  # bf16 and float32 training give different rankers
+        if self.ranker_loss.top_k is not None:  # added only when set: rankers cached before it keep their keys
+            settings.append({"top_k": self.ranker_loss.top_k})
         return config_key({"ranker": settings, "stage0": digest.hexdigest()})
 
     def _train(self, datamodule: DistillationDataModule, folder: Path) -> dict[str, float]:
@@ -215,7 +223,7 @@ class IntermediateTeacher(DerivedTeacher):
         ranker = CrossEncoderRanker(
             self.ranker_path,
             max_length=self.max_length,
-            loss=ListMLELoss(temperature=1.0),
+            loss=self.ranker_loss,
             lr=self.lr,
             cache_dir=str(self.cache_dir),
             trust_remote_code=self.ranker_trust_remote_code,
