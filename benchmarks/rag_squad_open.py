@@ -80,10 +80,10 @@ def rankings(run_dirs: Sequence[Path], bm25: bool, questions: int) -> tuple[Retr
         runs[name] = ranking
     if data is None:
         raise ValueError("give at least one finished run dir: its data config names the evaluation set")
+    data.eval = data.eval[:questions]  # the runs were checked on every question; BM25 ranks only these
     if bm25:
         retrieved = BM25Candidates(k=100).fit(data.corpus).retrieve(list(data.eval))
         runs = {"bm25": as_run(retrieved)} | runs
-    data.eval = data.eval[:questions]
     return data, runs
 
 
@@ -217,7 +217,7 @@ def render(top_k: int, questions: int) -> str:
             "|---|---|---|---|",
             *pairs,
         ]
-    commands = [(ANSWERS / r / "command.txt").read_text().strip() for r in readers]
+    commands = [line for r in readers for line in (ANSWERS / r / "command.txt").read_text().splitlines()]
     return "\n".join(
         [
             f"# RAG on SQuAD-open: reader EM/F1 from each retriever's top-{top_k}",
@@ -237,6 +237,17 @@ def render(top_k: int, questions: int) -> str:
             "",
         ]
     )
+
+
+def record_command(path: Path, command: str) -> None:
+    """Add ``command`` to the reader's command file unless it is there already.
+
+    One reader's answers may come from several invocations (``--only`` one retriever at a time); the report
+    lists them all.
+    """
+    commands = path.read_text().splitlines() if path.exists() else []
+    if command not in commands:
+        atomic_write_text(path, "\n".join([*commands, command]) + "\n")
 
 
 def command_line(argv: list[str]) -> str:
@@ -272,7 +283,7 @@ def main() -> None:
     )
     questions = list(data.eval)
     (ANSWERS / args.reader).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ANSWERS / args.reader / "command.txt", command_line(sys.argv) + "\n")
+    record_command(ANSWERS / args.reader / "command.txt", command_line(sys.argv))
     unknown = set(args.only or []) - set(runs)
     if unknown:
         raise SystemExit(f"--only {sorted(unknown)}: not among the retrievers {sorted(runs)}")
