@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, load_lm, squad_slice
+from teacher_setup import ROOT, load_lm, shown_path, squad_slice
 
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
@@ -67,7 +67,7 @@ def main() -> None:
     teachers["lm_likelihood (yes/no relevance)"] = LMLikelihoodTeacher(lm, num_candidates=args.k, target="relevance")
     if args.only:
         teachers = {name: t for name, t in teachers.items() if any(part in name for part in args.only)}
-    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{args.lm_path}`"
+    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{shown_path(args.lm_path)}`"
     rows = []
     chance = 0.0
     for name, teacher in teachers.items():
@@ -87,7 +87,7 @@ def main() -> None:
             "",
             f"Command: `python benchmarks/attention_variants.py --questions {args.questions} --k {args.k}"
             + (f" --only {' '.join(repr(o) for o in args.only)}" if args.only else "")
-            + (f" --lm-path {args.lm_path}" if args.lm_path else "")
+            + (f" --lm-path {shown_path(args.lm_path)}" if args.lm_path else "")
             + (f" --out {args.out}" if args.out != "attention_variants.md" else "")
             + "` "
             f"({len(questions)} SQuAD training questions, BM25 top-{args.k} from a 5,000-paragraph SQuAD-open "

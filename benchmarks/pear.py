@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, footprint, load_lm
+from teacher_setup import ROOT, footprint, load_lm, shown_path
 from torch import nn
 
 from ragdistill.reader.pear import PearResult, PearSettings, run_pear
@@ -173,7 +173,7 @@ def report(
     for offset, length in enumerate(args.long_lengths, start=1):  # fewer sequences: about as many tokens each
         n = max(1, args.eval_sequences * args.length // length)
         batches[f"2×{length}"] = copy_task(tokenizer, n, length, EVAL_SEED + offset)
-    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{args.lm_path}`"
+    reader = "SmolLM2-135M-Instruct" if args.lm_path is None else f"`{shown_path(args.lm_path)}`"
     yield f"# PEAR on {reader} (CPU, {torch.get_num_threads()} threads)\n"
     command = "flock /tmp/ragdistill-bench.lock python benchmarks/pear.py " + " ".join(sys.argv[1:])
     yield f"Command: `{command.strip()}`\n"

@@ -43,6 +43,13 @@ def load_lm(path: str | None = None) -> LanguageModel:
     return LanguageModel(cache_dir=cache_dir) if path is None else LanguageModel(path=path, cache_dir=cache_dir)
 
 
+def shown_path(path: str) -> str:
+    """``path`` as a report shows it: relative to the repository when inside it (a cached reader folder), so a
+    result file names no machine's checkout; a hub id or an outside folder unchanged."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if Path(path).exists() and resolved.is_relative_to(ROOT) else path
+
+
 @dataclass
 class Footprint:
     """Wall time and resident memory of one measured block, filled in when the block ends.
