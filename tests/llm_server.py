@@ -29,8 +29,8 @@ import pytest
 
 from ragdistill.models.lm import PACKAGED_LMS
 
-INSTALL_COMMAND = "pip install -e '.[server]'"
-"""What installs llama.cpp's server (llama-cpp-python[server], built from source in ~3 min)."""
+INSTALL_COMMAND = "make server  (or: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir -e '.[server]')"
+"""What installs llama.cpp's server (llama-cpp-python[server], built from source for AVX2 in ~5 min)."""
 
 MODEL_ALIAS = "smollm2"
 """The ``model`` name the server answers to (``--model_alias``)."""
@@ -111,27 +111,30 @@ def llama_server(
         # its own process group: a Ctrl-C in the terminal reaches pytest, which then stops the server itself
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_ready(process, base_url, api_key, ready_timeout_s, log_path)
+        wait_until_ready(process, base_url, api_key, ready_timeout_s, log_path)
         yield base_url
     finally:
         _stop(process, stop_timeout_s)
 
 
-def _wait_ready(
+def wait_until_ready(
     process: subprocess.Popen[bytes], base_url: str, api_key: str | None, timeout_s: float, log_path: Path
 ) -> None:
+    """Wait until ``GET /models`` answers 200, then check that one-token completion works.
+
+    The completion is part of readiness because a server can list its model and still die on its first
+    forward pass (a llama.cpp built for instructions the CPU or kernel refuses: SIGILL); the tests would then
+    only see "connection refused".
+    """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LLMServerError(
-                f"llama.cpp server exited with code {process.returncode} before it was ready; "
-                f"log {log_path}:\n{_tail(log_path)}"
-            )
+        _raise_if_exited(process, "before it was ready", log_path)
         try:
             status = httpx.get(f"{base_url}/models", headers=headers, timeout=2.0).status_code
             if status == 200:
+                _check_one_completion(process, base_url, headers, log_path)
                 return
             last = f"HTTP {status}"
         except httpx.TransportError as exc:
@@ -141,6 +144,41 @@ def _wait_ready(
         f"llama.cpp server at {base_url} not ready after {timeout_s:.0f} s (last: {last}); "
         f"log {log_path}:\n{_tail(log_path)}"
     )
+
+
+def _check_one_completion(
+    process: subprocess.Popen[bytes], base_url: str, headers: dict[str, str], log_path: Path
+) -> None:
+    request = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    try:
+        response = httpx.post(f"{base_url}/chat/completions", json=request, headers=headers, timeout=60.0)
+    except httpx.TransportError as exc:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5.0)  # a crashing server may need a moment to be reaped
+        _raise_if_exited(process, "on its first completion", log_path)
+        raise LLMServerError(
+            f"llama.cpp server did not answer a first completion ({exc!r}); log {log_path}:\n{_tail(log_path)}"
+        ) from exc
+    if response.status_code != 200:
+        raise LLMServerError(
+            f"llama.cpp server refused a first completion with HTTP {response.status_code}: "
+            f"{response.text[:300]}; log {log_path}:\n{_tail(log_path)}"
+        )
+
+
+def _raise_if_exited(process: subprocess.Popen[bytes], when: str, log_path: Path) -> None:
+    code = process.poll()
+    if code is None:
+        return
+    cause = ""
+    if code < 0:
+        cause = f" (killed by {signal.Signals(-code).name})"
+    if code == -signal.SIGILL:
+        cause += (
+            ": llama.cpp was built for instructions this CPU or kernel refuses (a native build using AMX?); "
+            "rebuild it portably: `rm .venv/.server && make server` (CMAKE_ARGS=-DGGML_NATIVE=OFF)"
+        )
+    raise LLMServerError(f"llama.cpp server exited with code {code} {when}{cause}; log {log_path}:\n{_tail(log_path)}")
 
 
 def _stop(process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -174,7 +212,7 @@ def server_fixture(scope: Any = "module", api_key: str | None = None) -> Callabl
         if missing:
             pytest.fail(
                 f"llama.cpp's OpenAI-compatible server is not installed (missing modules {missing}); "
-                f"install it (builds llama.cpp, ~3 min): {INSTALL_COMMAND}",
+                f"install it (builds llama.cpp, ~5 min): {INSTALL_COMMAND}",
                 pytrace=False,
             )
         log_path = tmp_path_factory.mktemp("llm_server") / "server.log"

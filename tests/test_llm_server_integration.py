@@ -3,7 +3,7 @@
 What the fake server of ``tests/models/test_chat_api.py`` cannot show: a real server's answers, its
 authentication, its token usage, and the whole ``ragdistill-train`` run talking to it. SmolLM2-135M does not
 follow listwise ranking instructions, so these tests check the plumbing and the parser's repair counts, not
-ranking quality. Run them with ``pytest -m llm_server`` (needs ``pip install -e '.[server]'``; ~2 min).
+ranking quality. Run them with ``pytest -m llm_server`` (needs ``make server``; ~1 min).
 """
 
 from __future__ import annotations
