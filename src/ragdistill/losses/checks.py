@@ -34,3 +34,18 @@ def check_positive(name: str, value: float) -> float:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
+
+
+def check_top_k(name: str, value: int | None) -> int | None:
+    """Return ``value`` unless the cut-off ``name`` (a top-k) is set and below 1; ``None`` means no cut-off.
+
+    Args:
+        name: What the error names: ``"loss.top_k"``, ``"teacher.ranker_top_k"``.
+        value: The cut-off or ``None``.
+
+    Raises:
+        ValueError: ``value`` is an integer below 1.
+    """
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be >= 1 or null, got {value}")
+    return value

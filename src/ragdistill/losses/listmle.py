@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ragdistill.losses.base import LossInputs, TemperatureLoss
+from ragdistill.losses.checks import check_top_k
 from ragdistill.losses.masking import mean_over_rows, ranking_inputs
 
 
@@ -43,8 +44,7 @@ def list_mle(
         ValueError: Bad shapes, a temperature or ``top_k`` ``<= 0``, or a NaN / ``+inf`` teacher score inside
             the mask.
     """
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"loss.top_k must be >= 1 or null, got {top_k}")
+    check_top_k("loss.top_k", top_k)
     logits, teacher, mask, judged = ranking_inputs(student_scores, teacher_scores, mask, temperature=temperature)
     # Sort key: excluded columns first (+inf), so they sit in no judged position's suffix; then the judged
     # columns by teacher score; then the in-batch tail (-inf), which sits in every judged suffix.
@@ -88,9 +88,7 @@ class ListMLELoss(TemperatureLoss):
 
     def __init__(self, temperature: float = 0.05, top_k: int | None = None) -> None:
         super().__init__(temperature)
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"loss.top_k must be >= 1 or null, got {top_k}")
-        self.top_k = top_k
+        self.top_k = check_top_k("loss.top_k", top_k)
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar ListMLE loss (``positive_mask`` is unused)."""

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.datamodule import DistillationDataModule, SignalDataset, collate_groups
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.losses.checks import check_top_k
 from ragdistill.losses.listmle import ListMLELoss
 from ragdistill.ranker.cross_encoder import CrossEncoderRanker
 from ragdistill.teachers.base import DerivedTeacher, Teacher
@@ -100,8 +101,6 @@ class IntermediateTeacher(DerivedTeacher):
             raise ValueError(
                 f"teacher.llm_questions (null or >= 2) and num_candidates (>= 2): got {llm_questions}, {num_candidates}"
             )
-        if ranker_top_k is not None and ranker_top_k < 1:
-            raise ValueError(f"teacher.ranker_top_k must be >= 1 or null, got {ranker_top_k}")
         self.source = source
         self.llm_questions = llm_questions
         self.num_candidates = num_candidates
@@ -110,7 +109,9 @@ class IntermediateTeacher(DerivedTeacher):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
-        self.ranker_loss = ListMLELoss(temperature=1.0, top_k=ranker_top_k)  # the ranker's scores are unbounded
+        self.ranker_loss = ListMLELoss(
+            temperature=1.0, top_k=check_top_k("teacher.ranker_top_k", ranker_top_k)
+        )  # the ranker's scores are unbounded
         self.val_size = val_size
         self.seed = seed
         # what the ranker really trains in (its cache key holds it): float32 on a CPU without native bfloat16
