@@ -53,6 +53,28 @@ def test_int8_leaves_the_trained_towers_untouched(tiny_encoder_dir):
     assert all(type(m) is not torch.ao.nn.quantized.dynamic.Linear for m in encoder.modules())
 
 
+def test_encoding_copies_quantise_once_for_every_call_inside_and_restore_the_towers(tiny_encoder_dir, monkeypatch):
+    from ragdistill.retriever import encode as encode_module
+
+    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    tower = encoder.passage_encoder
+    settings = _fp32(quantize="int8")
+    separate = [encode_texts(encoder, TEXTS, kind, settings) for kind in ("passage", "query")]
+    calls: list[object] = []
+    quantize = encode_module.quantize_int8
+    monkeypatch.setattr(encode_module, "quantize_int8", lambda module: calls.append(module) or quantize(module))
+    with encode_module.encoding_copies(encoder, settings):
+        shared = [encode_texts(encoder, TEXTS, kind, settings) for kind in ("passage", "query", "query")]
+        swapped_in = encoder.passage_encoder
+        with pytest.raises(ValueError, match="inside encoding_copies"):  # float32 would silently run int8 towers
+            encode_texts(encoder, TEXTS, "passage", _fp32())
+    assert len(calls) == 1 and calls[0] is tower  # the shared tower, quantised once for three calls
+    assert swapped_in is not tower and encoder.passage_encoder is tower and encoder.query_encoder is tower
+    np.testing.assert_array_equal(shared[0], separate[0])
+    np.testing.assert_array_equal(shared[1], separate[1])
+    np.testing.assert_array_equal(shared[2], separate[1])
+
+
 def test_bf16_true_runs_a_bf16_copy_and_leaves_the_weights_float32(tiny_encoder_dir):
     encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
     reference = encode_texts(encoder, TEXTS, "passage", _fp32())

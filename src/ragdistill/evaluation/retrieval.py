@@ -18,7 +18,7 @@ from ragdistill.evaluation.rag import Reader, evaluate_reader
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
-from ragdistill.retriever.encode import EncodeSettings
+from ragdistill.retriever.encode import EncodeSettings, encoding_copies
 from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.distributed import is_global_zero
 
@@ -154,10 +154,12 @@ def evaluate_retriever(
         raise ValueError(f"data set {data.name!r} has no evaluation questions")
     depth = max(cfg.depth, *cfg.ks)
     encode = encode_settings(cfg)
-    build_index(retriever, data.corpus, index, encode)
-    if cfg.save_index and is_global_zero():  # under DDP every rank builds the same index; rank 0 writes it
-        index.save(run_dir / "index")
-    runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
+    with encoding_copies(retriever, encode):  # int8 / half towers made once for the corpus and both searches
+        build_index(retriever, data.corpus, index, encode)
+        if cfg.save_index and is_global_zero():  # under DDP every rank builds the same index; rank 0 writes it
+            index.save(run_dir / "index")
+        runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
+        validation_run = as_run(search(retriever, index, list(validation), depth, encode)) if validation else None
     if needs_bm25(cfg):
         if bm25 is None:
             raise ValueError("evaluation.bm25_baseline / evaluation.fusion need a fitted BM25 first stage")
@@ -178,10 +180,9 @@ def evaluate_retriever(
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
-    if validation:
-        run = as_run(search(retriever, index, list(validation), depth, encode))
+    if validation and validation_run is not None:
         val_relevance = answer_qrels(validation, data.corpus)
-        scored = evaluate_run(run, validation, data.corpus, cfg.ks, answer_relevance=val_relevance)
+        scored = evaluate_run(validation_run, validation, data.corpus, cfg.ks, answer_relevance=val_relevance)
         metrics |= {f"{VALIDATION}/{name}": value for name, value in scored.items()}
         metrics[f"{VALIDATION}/questions"] = float(len(validation))
     if is_global_zero():
