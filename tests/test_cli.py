@@ -145,6 +145,19 @@ def test_run_task_keeps_the_traceback_of_an_unexpected_error(tmp_path, caplog):
     assert caplog.records[-1].exc_info is not None and str(tmp_path) in caplog.records[-1].getMessage()
 
 
+def test_run_task_ends_a_run_stopped_by_sigterm_with_status_143(tmp_path, caplog):
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    def task(cfg):
+        raise SIGTERMException()  # what Lightning's fit loop raises: a SystemExit whose status is 0
+
+    with caplog.at_level(logging.ERROR, logger="ragdistill.cli"), pytest.raises(SystemExit) as stopped:
+        run_task(task, _cfg(tmp_path))
+
+    assert stopped.value.code == 143
+    assert "SIGTERM" in caplog.records[-1].getMessage() and str(tmp_path) in caplog.records[-1].getMessage()
+
+
 def test_pear_command_writes_its_coefficients_and_reuses_them(tmp_path, tiny_lm_dir):
     settings = ("n_heads=2", "sequences=3", "length=6", "steps=3", "progress=false", f"paths.cache_dir={tmp_path}")
     runs = []

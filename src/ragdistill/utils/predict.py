@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ProgressBar
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import move_data_to_device
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from ragdistill.utils.distributed import (
@@ -97,6 +99,22 @@ def run_predict(
     return gather_in_order(list(zip(positions, move_data_to_device(outputs, "cpu"), strict=True)), len(plan))
 
 
+class StopOnSigterm(Callback):
+    """End a predict run after the batch in which SIGTERM came, with a terminated process's exit status (143).
+
+    Lightning replaces the SIGTERM handler during ``predict`` with one that only sets ``received_sigterm``,
+    which its fit and validation loops check and its predict loop does not: a ``kill``, a scheduler's
+    preemption or a timeout during hours of teacher scoring was swallowed and the run went on. Raising here
+    stops it between batches; what finished before (teacher shards, answer chunks) is already on disk.
+    """
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        """Raise :class:`SIGTERMException` (exit status 143) once Lightning has recorded a SIGTERM."""
+        if trainer.received_sigterm:
+            logger.warning("SIGTERM received: stopping after this batch (finished work is kept)")
+            raise SIGTERMException(128 + signal.SIGTERM)
+
+
 def _predict(
     module: pl.LightningModule, loader: DataLoader, callbacks: Sequence[Callback], **trainer_args: Any
 ) -> list[Any]:
@@ -105,7 +123,7 @@ def _predict(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, StopOnSigterm()],
         **trainer_args,
     )
     was_training = module.training
