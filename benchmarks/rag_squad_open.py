@@ -166,23 +166,47 @@ def completed(
     return results, f1s
 
 
-def reader_pairs(readers: list[str], f1s: dict[tuple[str, str], list[float]], retrievers: list[str]) -> list[str]:
-    """Markdown rows comparing every two readers on the same retriever: mean F1 difference, paired t-test.
+def paired_f1(f1s: dict[tuple[str, str], list[float]], first: tuple[str, str], second: tuple[str, str]) -> str | None:
+    """``| ΔF1 | p |`` of ``second`` minus ``first`` (``(retriever, reader)`` keys) on the same questions, or None.
 
-    The readers read the same passages of the same questions, so the per-question F1 pairs up; this is what
-    says whether fine-tuning or PEAR changed the answers beyond noise.
+    The per-question F1 pairs up (the same questions in the same order), so a paired two-sided t-test says
+    whether the difference is beyond noise.
     """
+    a, b = f1s.get(second), f1s.get(first)
+    if a is None or b is None:
+        return None
+    delta = sum(a) / len(a) - sum(b) / len(b)
+    return f"{delta:+.3f} | {float(ttest_rel(a, b).pvalue):.2g} |"
+
+
+def reader_pairs(readers: list[str], f1s: dict[tuple[str, str], list[float]], retrievers: list[str]) -> list[str]:
+    """Markdown rows comparing every two readers on the same retriever: did fine-tuning or PEAR change answers?"""
     rows = []
     for i, first in enumerate(readers):
         for second in readers[i + 1 :]:
             for retriever in retrievers:
-                a, b = f1s.get((retriever, second)), f1s.get((retriever, first))
-                if a is None or b is None:
-                    continue
-                delta = sum(a) / len(a) - sum(b) / len(b)
-                p_value = float(ttest_rel(a, b).pvalue)
-                rows.append(f"| {second} − {first} | {retriever} | {delta:+.3f} | {p_value:.2g} |")
+                if (cells := paired_f1(f1s, (retriever, first), (retriever, second))) is not None:
+                    rows.append(f"| {second} − {first} | {retriever} | {cells}")
     return rows
+
+
+def retriever_pairs(readers: list[str], f1s: dict[tuple[str, str], list[float]], retrievers: list[str]) -> list[str]:
+    """Markdown rows comparing every two dense retrievers (BM25 has its p in the main table) for each reader."""
+    dense = [r for r in retrievers if r != "bm25"]
+    rows = []
+    for reader in readers:
+        for i, first in enumerate(dense):
+            for second in dense[i + 1 :]:
+                if (cells := paired_f1(f1s, (first, reader), (second, reader))) is not None:
+                    rows.append(f"| {second} − {first} | {reader} | {cells}")
+    return rows
+
+
+def titled(title: str, header: str, rows: list[str]) -> list[str]:
+    """A Markdown table of ``| header | ΔF1 | p |`` rows under ``title``; nothing when there are no rows."""
+    if not rows:
+        return []
+    return ["", title, "", f"| {header} | ΔF1 | p |", "|---|---|---|---|", *rows]
 
 
 def cell(result: dict[str, float]) -> str:
@@ -207,16 +231,15 @@ def render(top_k: int, questions: int) -> str:
     for reader in readers:
         seconds = [by_reader[reader]["seconds"] for by_reader in results.values() if reader in by_reader]
         timing.append(f"- {reader}: {sum(seconds) / len(seconds):.2f} s per question")
-    pairs = reader_pairs(readers, f1s, list(results))
-    if pairs:
-        pairs = [
-            "",
-            "Reader against reader on the same passages (F1 difference, paired two-sided t-test):",
-            "",
-            "| readers | retriever | ΔF1 | p |",
-            "|---|---|---|---|",
-            *pairs,
-        ]
+    pairs = titled(
+        "Reader against reader on the same passages (F1 difference, paired two-sided t-test):",
+        "readers | retriever",
+        reader_pairs(readers, f1s, list(results)),
+    ) + titled(
+        "Retriever against retriever for the same reader (F1 difference, paired two-sided t-test):",
+        "retrievers | reader",
+        retriever_pairs(readers, f1s, list(results)),
+    )
     commands = [line for r in readers for line in (ANSWERS / r / "command.txt").read_text().splitlines()]
     return "\n".join(
         [
