@@ -142,8 +142,25 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def by_gold_position(records: list[dict[str, Any]], gold_ids: dict[str, set[str]]) -> dict[str, float]:
+    """Mean F1 by where the first gold paragraph is among the passages read: first, later, or not read.
+
+    Two retrievers with the same recall can still feed the reader differently: what sits beside the gold
+    paragraph (distractors that look relevant) or above it changes the answers. ``gold@1``, ``f1_first``,
+    ``f1_later``, ``f1_none`` (NaN where no question falls in the group).
+    """
+    groups: dict[str, list[float]] = {"first": [], "later": [], "none": []}
+    for record in records:
+        gold = gold_ids[record["qid"]]
+        position = next((i for i, pid in enumerate(record["retrieved_ids"]) if pid in gold), None)
+        group = "none" if position is None else "first" if position == 0 else "later"
+        groups[group].append(record["f1"])
+    mean = {name: sum(f1s) / len(f1s) if f1s else float("nan") for name, f1s in groups.items()}
+    return {"gold@1": len(groups["first"]) / len(records)} | {f"f1_{name}": value for name, value in mean.items()}
+
+
 def completed(
-    top_k: int, questions: int
+    top_k: int, questions: int, gold_ids: dict[str, set[str]] | None = None
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[tuple[str, str], list[float]]]:
     """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``, and the
     per-question F1 of each (retriever, reader).
@@ -159,6 +176,8 @@ def completed(
         if len(records) == questions and spec["top_k"] == top_k:
             reader = path.parent.name
             results.setdefault(path.stem, {})[reader] = summary(records)
+            if gold_ids is not None:
+                results[path.stem][reader] |= by_gold_position(records, gold_ids)
             f1s[(path.stem, reader)] = [r["f1"] for r in records]
             baseline = f1s.get(("bm25", reader))
             if baseline is not None and path.stem != "bm25":
@@ -215,9 +234,13 @@ def cell(result: dict[str, float]) -> str:
     return f"{result['em']:.3f} | {result['f1']:.3f}{p_value}"
 
 
-def render(top_k: int, questions: int) -> str:
-    """The Markdown report: one row per retriever, EM and F1 per reader, the commands that made them."""
-    results, f1s = completed(top_k, questions)
+def render(top_k: int, questions: int, gold_ids: dict[str, set[str]] | None = None) -> str:
+    """The Markdown report: one row per retriever, EM and F1 per reader, the commands that made them.
+
+    With ``gold_ids`` (question id -> gold paragraph ids) it adds each reader's F1 by where the gold paragraph
+    sits among the passages it read.
+    """
+    results, f1s = completed(top_k, questions, gold_ids)
     readers = sorted({r for by_reader in results.values() for r in by_reader}, key=lambda r: (r != "raw", r))
     lines = [
         f"| retriever | answer hit@{top_k} | " + " | ".join(f"{r} EM | {r} F1" for r in readers) + " |",
@@ -231,6 +254,22 @@ def render(top_k: int, questions: int) -> str:
     for reader in readers:
         seconds = [by_reader[reader]["seconds"] for by_reader in results.values() if reader in by_reader]
         timing.append(f"- {reader}: {sum(seconds) / len(seconds):.2f} s per question")
+    columns = ("gold@1", "f1_first", "f1_later", "f1_none")
+    positions = [
+        f"| {retriever} | {reader} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |"
+        for retriever, by_reader in results.items()
+        for reader, r in by_reader.items()
+        if "gold@1" in r
+    ]
+    if positions:
+        positions = [
+            "",
+            f"F1 by where the gold paragraph is among the {top_k} passages read (first, 2nd to {top_k}th, not read):",
+            "",
+            f"| retriever | reader | gold@1 | F1, gold first | F1, gold 2–{top_k} | F1, no gold |",
+            "|---|---|---|---|---|---|",
+            *positions,
+        ]
     pairs = titled(
         "Reader against reader on the same passages (F1 difference, paired two-sided t-test):",
         "readers | retriever",
@@ -256,6 +295,7 @@ def render(top_k: int, questions: int) -> str:
             "and F1: SQuAD's answer normalisation, best over the gold answers; p: paired two-sided t-test of the "
             "per-question F1 against the same reader's answers from BM25. Seconds per question (2 threads):",
             *timing,
+            *positions,
             *pairs,
             "",
         ]
@@ -317,7 +357,7 @@ def main() -> None:
         answer_run(reader, questions, top_passages(run, [q.id for q in questions], data, args.top_k), path, spec)
     if reader.pear_result is not None:
         logger.info("PEAR: %s", json.dumps(reader.metrics()))
-    report = render(args.top_k, args.questions)
+    report = render(args.top_k, args.questions, {q.id: set(q.gold_ids) for q in questions})
     atomic_write_text(args.out, report)
     print(report)
 
