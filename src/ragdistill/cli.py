@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,6 @@ INPUT_ERRORS = (ConfigError, DataValidationError)
 """Errors in what the user gave (a config value, a data file) whose message says all there is to fix."""
 
 
-TERMINATED = 128 + signal.SIGTERM
-"""Exit status of a run stopped by SIGTERM (a ``kill``, a scheduler's preemption or time limit): 143."""
-
-
 class RunInputError(CompactHydraException):
     """A config or data error, re-raised so that Hydra prints its one line and exits 1, with no traceback.
 
@@ -44,12 +39,14 @@ def run_task(
     """Run ``task`` with the config tree printed first; log any failure with the run dir, always close W&B.
 
     A bad config value or data file (:data:`INPUT_ERRORS`) is logged as one line, and re-raised as a
-    :class:`RunInputError`; SIGTERM ends the run with exit status :data:`TERMINATED`; any other failure is
+    :class:`RunInputError`; SIGTERM ends the run with exit status
+    :data:`~ragdistill.utils.predict.TERMINATED`; any other failure is
     logged with its traceback and re-raised as it is.
     """
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from ragdistill.utils.config_tree import print_config_tree  # imports Lightning: not for a bad override
+    from ragdistill.utils.predict import TERMINATED
 
     print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
     try:

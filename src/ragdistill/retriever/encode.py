@@ -240,7 +240,7 @@ def _encoding_copy(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[t
 def encoding_copies(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[None]:
     """Make the encoding copies of the towers once for every :func:`encode_texts` call inside the block.
 
-    Each call otherwise copies (and with ``quantize='int8'`` quantises) the towers itself: 1.5 to 4 s for
+    Each call otherwise copies (and with ``quantize='int8'`` quantises) the towers itself: 0.7 to 3.5 s for
     MiniLM on 2 cores, which an evaluation paid three times (corpus, test and validation questions). Only
     calls with the same quantisation and precision share the copies; the retriever must not train inside
     the block (its trained towers are swapped out). Nothing is copied when ``settings`` needs no copy.

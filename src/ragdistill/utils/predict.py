@@ -99,6 +99,10 @@ def run_predict(
     return gather_in_order(list(zip(positions, move_data_to_device(outputs, "cpu"), strict=True)), len(plan))
 
 
+TERMINATED = 128 + signal.SIGTERM
+"""Exit status of a run stopped by SIGTERM (a ``kill``, a scheduler's preemption or time limit): 143."""
+
+
 class StopOnSigterm(Callback):
     """End a predict run after the batch in which SIGTERM came, with a terminated process's exit status (143).
 
@@ -112,7 +116,7 @@ class StopOnSigterm(Callback):
         """Raise :class:`SIGTERMException` (exit status 143) once Lightning has recorded a SIGTERM."""
         if trainer.received_sigterm:
             logger.warning("SIGTERM received: stopping after this batch (finished work is kept)")
-            raise SIGTERMException(128 + signal.SIGTERM)
+            raise SIGTERMException(TERMINATED)
 
 
 def _predict(
