@@ -159,16 +159,21 @@ def by_gold_position(records: list[dict[str, Any]], gold_ids: dict[str, set[str]
     return {"gold@1": len(groups["first"]) / len(records)} | {f"f1_{name}": value for name, value in mean.items()}
 
 
+Answers = dict[tuple[str, str], list[dict[str, Any]]]
+"""The per-question answer records of each (retriever, reader), in question order."""
+
+
 def completed(
     top_k: int, questions: int, gold_ids: dict[str, set[str]] | None = None
-) -> tuple[dict[str, dict[str, dict[str, float]]], dict[tuple[str, str], list[float]]]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], Answers]:
     """``retriever -> reader -> summary`` over every complete answer file under ``outputs/bench_rag``, and the
-    per-question F1 of each (retriever, reader).
+    per-question answer records of each (retriever, reader).
 
     Each summary also holds ``p_f1``: a paired two-sided t-test of the per-question F1 against the same
     reader's answers from BM25 (the first row), when BM25 was answered too.
     """
     results: dict[str, dict[str, dict[str, float]]] = {}
+    answers: Answers = {}
     f1s: dict[tuple[str, str], list[float]] = {}
     for path in sorted(ANSWERS.glob("*/*.jsonl"), key=lambda p: (p.stem != "bm25", p.stem)):
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -178,11 +183,12 @@ def completed(
             results.setdefault(path.stem, {})[reader] = summary(records)
             if gold_ids is not None:
                 results[path.stem][reader] |= by_gold_position(records, gold_ids)
+            answers[(path.stem, reader)] = records
             f1s[(path.stem, reader)] = [r["f1"] for r in records]
             baseline = f1s.get(("bm25", reader))
             if baseline is not None and path.stem != "bm25":
                 results[path.stem][reader]["p_f1"] = float(ttest_rel(f1s[(path.stem, reader)], baseline).pvalue)
-    return results, f1s
+    return results, answers
 
 
 def paired_f1(f1s: dict[tuple[str, str], list[float]], first: tuple[str, str], second: tuple[str, str]) -> str | None:
@@ -221,6 +227,48 @@ def retriever_pairs(readers: list[str], f1s: dict[tuple[str, str], list[float]],
     return rows
 
 
+def gold_first_pairs(
+    readers: list[str],
+    answers: Answers,
+    retrievers: list[str],
+    gold_ids: dict[str, set[str]],
+    passage_chars: dict[str, int],
+) -> list[str]:
+    """Rows comparing every two retrievers for each reader on the questions where *both* read a gold paragraph first.
+
+    "F1 when the gold paragraph is first" differs between retrievers partly because they put it first for
+    different questions. On the questions they share, the gold paragraph and its place are the same, so a
+    difference in F1 comes from the other passages read; their mean length is shown beside it (a longer
+    prompt is harder for a small reader, and the reader's budget cuts long passages).
+    """
+    rows = []
+    for reader in readers:
+        for i, first in enumerate(retrievers):
+            for second in retrievers[i + 1 :]:
+                a, b = answers.get((first, reader)), answers.get((second, reader))
+                if a is None or b is None:
+                    continue
+                both = [
+                    (x, y)
+                    for x, y in zip(a, b, strict=True)
+                    if x["retrieved_ids"][0] in gold_ids[x["qid"]] and y["retrieved_ids"][0] in gold_ids[y["qid"]]
+                ]
+                if len(both) < 2:
+                    continue
+                f1_a, f1_b = [x["f1"] for x, _ in both], [y["f1"] for _, y in both]
+                chars = [
+                    sum(passage_chars[pid] for r in side for pid in r["retrieved_ids"][1:])
+                    / max(1, sum(len(r["retrieved_ids"]) - 1 for r in side))
+                    for side in ([x for x, _ in both], [y for _, y in both])
+                ]
+                rows.append(
+                    f"| {second} − {first} | {reader} | {len(both)} | {sum(f1_a) / len(both):.3f} → "
+                    f"{sum(f1_b) / len(both):.3f} | {float(ttest_rel(f1_b, f1_a).pvalue):.2g} | "
+                    f"{chars[0]:.0f} → {chars[1]:.0f} |"
+                )
+    return rows
+
+
 def titled(title: str, header: str, rows: list[str]) -> list[str]:
     """A Markdown table of ``| header | ΔF1 | p |`` rows under ``title``; nothing when there are no rows."""
     if not rows:
@@ -234,13 +282,20 @@ def cell(result: dict[str, float]) -> str:
     return f"{result['em']:.3f} | {result['f1']:.3f}{p_value}"
 
 
-def render(top_k: int, questions: int, gold_ids: dict[str, set[str]] | None = None) -> str:
+def render(
+    top_k: int,
+    questions: int,
+    gold_ids: dict[str, set[str]] | None = None,
+    passage_chars: dict[str, int] | None = None,
+) -> str:
     """The Markdown report: one row per retriever, EM and F1 per reader, the commands that made them.
 
     With ``gold_ids`` (question id -> gold paragraph ids) it adds each reader's F1 by where the gold paragraph
-    sits among the passages it read.
+    sits among the passages it read, and with ``passage_chars`` (passage id -> length) too, every two
+    retrievers compared on the questions where both put the gold paragraph first.
     """
-    results, f1s = completed(top_k, questions, gold_ids)
+    results, answers = completed(top_k, questions, gold_ids)
+    f1s = {key: [r["f1"] for r in records] for key, records in answers.items()}
     readers = sorted({r for by_reader in results.values() for r in by_reader}, key=lambda r: (r != "raw", r))
     lines = [
         f"| retriever | answer hit@{top_k} | " + " | ".join(f"{r} EM | {r} F1" for r in readers) + " |",
@@ -279,6 +334,18 @@ def render(top_k: int, questions: int, gold_ids: dict[str, set[str]] | None = No
         "retrievers | reader",
         retriever_pairs(readers, f1s, list(results)),
     )
+    if gold_ids is not None and passage_chars is not None:
+        rows = gold_first_pairs(readers, answers, list(results), gold_ids, passage_chars)
+        if rows:
+            pairs += [
+                "",
+                "Retriever against retriever on the questions where both put a gold paragraph first (mean F1, "
+                f"paired two-sided t-test; mean characters of the passages read beside it, 2nd to {top_k}th):",
+                "",
+                "| retrievers | reader | questions | F1 | p | characters beside the gold paragraph |",
+                "|---|---|---|---|---|---|",
+                *rows,
+            ]
     commands = [line for r in readers for line in (ANSWERS / r / "command.txt").read_text().splitlines()]
     return "\n".join(
         [
@@ -357,7 +424,8 @@ def main() -> None:
         answer_run(reader, questions, top_passages(run, [q.id for q in questions], data, args.top_k), path, spec)
     if reader.pear_result is not None:
         logger.info("PEAR: %s", json.dumps(reader.metrics()))
-    report = render(args.top_k, args.questions, {q.id: set(q.gold_ids) for q in questions})
+    chars = {p.id: len(p.text) for p in data.corpus}
+    report = render(args.top_k, args.questions, {q.id: set(q.gold_ids) for q in questions}, chars)
     atomic_write_text(args.out, report)
     print(report)
 
