@@ -142,6 +142,12 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def gold_position(record: dict[str, Any], gold_ids: dict[str, set[str]]) -> int | None:
+    """Where the first gold paragraph is among the passages an answer record read (0 = first), or None."""
+    gold = gold_ids[record["qid"]]
+    return next((i for i, pid in enumerate(record["retrieved_ids"]) if pid in gold), None)
+
+
 def by_gold_position(records: list[dict[str, Any]], gold_ids: dict[str, set[str]]) -> dict[str, float]:
     """Mean F1 by where the first gold paragraph is among the passages read: first, later, or not read.
 
@@ -151,8 +157,7 @@ def by_gold_position(records: list[dict[str, Any]], gold_ids: dict[str, set[str]
     """
     groups: dict[str, list[float]] = {"first": [], "later": [], "none": []}
     for record in records:
-        gold = gold_ids[record["qid"]]
-        position = next((i for i, pid in enumerate(record["retrieved_ids"]) if pid in gold), None)
+        position = gold_position(record, gold_ids)
         group = "none" if position is None else "first" if position == 0 else "later"
         groups[group].append(record["f1"])
     mean = {name: sum(f1s) / len(f1s) if f1s else float("nan") for name, f1s in groups.items()}
@@ -251,7 +256,7 @@ def gold_first_pairs(
                 both = [
                     (x, y)
                     for x, y in zip(a, b, strict=True)
-                    if x["retrieved_ids"][0] in gold_ids[x["qid"]] and y["retrieved_ids"][0] in gold_ids[y["qid"]]
+                    if gold_position(x, gold_ids) == 0 and gold_position(y, gold_ids) == 0
                 ]
                 if len(both) < 2:
                     continue
