@@ -163,7 +163,7 @@ def tiny(tiny_encoder_dir) -> list[str]:
         "evaluation.save_index=false",
         "evaluation.ks=[1,5]",
         "evaluation.depth=20",
-        "~callbacks.rich_progress_bar",
+        "~callbacks.progress_bar",
     ]
 
 

@@ -53,6 +53,7 @@ from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.lm_reader import LMReader
 from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.lightning_progress import lightning_progress_bar
 from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.settings import dataclass_from_mapping
 
@@ -392,6 +393,7 @@ def train_on_examples(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
+        callbacks=[lightning_progress_bar()] if progress else None,
         log_every_n_steps=10,
     )
     trainer.fit(module, loader)

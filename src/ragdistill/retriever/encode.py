@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning.callbacks import RichProgressBar
 from torch import Tensor, nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from torch.utils.data import DataLoader, Dataset
 
 from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.utils.lightning_progress import lightning_progress_bar
 from ragdistill.utils.precision import resolve_precision, runs_on_cpu
 from ragdistill.utils.predict import run_predict
 
@@ -128,7 +128,7 @@ def encode_texts(
     settings = replace(settings, precision=resolve_precision(settings.precision, settings.accelerator))
     loader = DataLoader(_Batches(texts, plan_batches(retriever, texts, kind, settings), kind), batch_size=None)
     logger.info("Encoding %d %s texts in %d batches (%s)", len(texts), kind, len(loader), settings)
-    bar = [RichProgressBar()] if settings.progress else []
+    bar = [lightning_progress_bar()] if settings.progress else []
     with _num_threads(settings.threads), _encoding_copy(retriever, settings) as (model, precision):
         outputs = run_predict(model, loader, settings.accelerator, precision, bar)
     vectors = np.zeros((len(texts), retriever.embedding_dim), dtype=np.float32)

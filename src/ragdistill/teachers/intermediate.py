@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
 from scipy.stats import kendalltau
 from torch.utils.data import DataLoader
 
@@ -38,6 +37,7 @@ from ragdistill.ranker.cross_encoder import CrossEncoderRanker
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import config_key
 from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.utils.lightning_progress import lightning_progress_bar
 from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
 from ragdistill.utils.precision import resolve_precision
 from ragdistill.utils.predict import run_predict
@@ -238,7 +238,7 @@ class IntermediateTeacher(DerivedTeacher):
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            callbacks=[RichProgressBar()],  # ranker training takes minutes to an hour: show steps and loss
+            callbacks=[lightning_progress_bar()],  # ranker training takes minutes to an hour: show steps and loss
         )
         logger.info("Training the cross-encoder ranker on %d stage-0 orders", len(datamodule.train_signals))
         start = time.perf_counter()
@@ -271,7 +271,7 @@ class IntermediateTeacher(DerivedTeacher):
             shuffle=False,
             collate_fn=collate_groups,
         )
-        scored = run_predict(ranker, loader, self.accelerator, self.precision, [RichProgressBar()])
+        scored = run_predict(ranker, loader, self.accelerator, self.precision, [lightning_progress_bar()])
         rows = [row for batch in scored for row in batch.float().numpy()]
         return [
             TeacherSignal(item["qid"], item["pids"], np.asarray(row[: len(item["pids"])], dtype=np.float32))
