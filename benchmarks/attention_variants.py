@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, load_lm, shown_path, squad_slice
+from teacher_setup import load_lm, publish, shown_path, squad_slice
 
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher
@@ -103,9 +103,7 @@ def main() -> None:
             "at temperature 1 (what `loss=kl` with `tau_teacher=1` distils).",
         ]
     )
-    out = ROOT / "benchmarks" / "results" / args.out
-    out.write_text(report + "\n")
-    print(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
-from teacher_setup import ROOT, load_lm
+from teacher_setup import ROOT, load_lm, publish
 
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.metrics import answer_qrels
@@ -88,8 +88,7 @@ def main() -> None:
         f"A unit: “{sample}”",
     ]
     report = "\n".join(lines) + "\n"
-    (ROOT / "benchmarks" / "results" / "g2r_generation.md").write_text(report)
-    print(report)
+    publish(report, "g2r_generation.md")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
-from teacher_setup import ROOT
+from teacher_setup import ROOT, publish
 
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.metrics import evaluate_run
@@ -100,8 +100,7 @@ def main() -> None:
             *rows,
         ]
     )
-    (ROOT / "benchmarks" / "results" / "index_kinds.md").write_text(report + "\n")
-    print(report)
+    publish(report, "index_kinds.md")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from teacher_setup import ROOT, load_lm, shown_path, squad_slice
+from teacher_setup import ROOT, load_lm, publish, shown_path, squad_slice
 
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.models.chat_api import ChatClient
@@ -85,7 +85,11 @@ def main() -> None:
     recording = RecordingChat(chat)
     teacher = ListwiseRankingTeacher(recording, num_candidates=args.k, generation=generation)
     start = time.perf_counter()
-    signals = teacher.score(questions, candidates, data)
+    try:
+        signals = teacher.score(questions, candidates, data)
+    finally:
+        if isinstance(chat, ChatClient):
+            chat.close()  # its HTTP connections and worker threads
     seconds = time.perf_counter() - start
     counts = teacher.metrics()
     quality = teacher_quality(signals, questions, data, candidates)
@@ -123,9 +127,7 @@ def main() -> None:
             *examples,
         ]
     )
-    out = ROOT / "benchmarks" / "results" / args.out
-    out.write_text(report + "\n")
-    print(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

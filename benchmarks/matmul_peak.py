@@ -16,7 +16,7 @@ import json
 import time
 
 import torch
-from teacher_setup import ROOT
+from teacher_setup import ROOT, publish
 
 
 def peak_gflops(dtype: torch.dtype, size: int, repeats: int) -> float:
@@ -60,8 +60,7 @@ def main() -> None:
             "the rest of a layer (layer norm, GELU, softmax, the attention's own products) is memory-bound.",
         ]
     )
-    (ROOT / "benchmarks" / "results" / "matmul_peak.md").write_text(report + "\n")
-    print(report)
+    publish(report, "matmul_peak.md")
 
 
 if __name__ == "__main__":

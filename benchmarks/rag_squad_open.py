@@ -31,7 +31,7 @@ from typing import Any
 
 from compare_retrievers import rerun
 from scipy.stats import ttest_rel
-from teacher_setup import ROOT
+from teacher_setup import ROOT, publish
 
 from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
@@ -431,8 +431,7 @@ def main() -> None:
         logger.info("PEAR: %s", json.dumps(reader.metrics()))
     chars = {p.id: len(p.text) for p in data.corpus}
     report = render(args.top_k, args.questions, {q.id: set(q.gold_ids) for q in questions}, chars)
-    atomic_write_text(args.out, report)
-    print(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

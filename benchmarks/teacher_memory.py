@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 import torch
-from teacher_setup import ROOT, footprint, load_lm, run_child, squad_slice
+from teacher_setup import footprint, load_lm, publish, run_child, squad_slice
 
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
@@ -155,8 +155,7 @@ def main() -> None:
             *growth_note(results, args.ks),
         ]
     )
-    (ROOT / "benchmarks" / "results" / "teacher_memory.md").write_text(report + "\n")
-    print(report)
+    publish(report, "teacher_memory.md")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from matmul_peak import peak_gflops
 from scipy.stats import spearmanr
-from teacher_setup import ROOT, load_lm, squad_slice
+from teacher_setup import load_lm, publish, squad_slice
 
 from ragdistill.models.lm import LanguageModel
 from ragdistill.teachers.attention import AttentionTeacher
@@ -138,9 +138,7 @@ def main() -> None:
             "the seconds; against the matmul peak of the precision the scorer runs in.",
         ]
     )
-    out = ROOT / "benchmarks" / "results" / "teacher_scoring.md"
-    out.write_text(report + "\n")
-    print(report)
+    publish(report, "teacher_scoring.md")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,23 @@ from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.data.squad import load_squad_open
 from ragdistill.models.lm import LanguageModel
+from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.quiet import quiet_third_party
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def publish(report: str, out: str | Path) -> Path:
+    """Write ``report`` to ``out`` (a file name under ``benchmarks/results/``, or a path) and print it.
+
+    The file is written whole or not at all (a benchmark killed while writing keeps the previous results)
+    and ends in one newline.
+    """
+    path = out if isinstance(out, Path) else RESULTS / out
+    atomic_write_text(path, report.rstrip("\n") + "\n")
+    print(report)
+    return path
 
 
 def squad_slice(questions: int, k: int) -> tuple[RetrievalData, dict[str, RankedList]]:

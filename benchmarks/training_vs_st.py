@@ -44,7 +44,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from teacher_setup import ROOT, Footprint, footprint, load_lm, run_child, squad_slice
+from teacher_setup import ROOT, Footprint, footprint, load_lm, publish, run_child, squad_slice
 
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.teachers.gold import GoldTeacher
@@ -488,8 +488,7 @@ def main() -> None:
             report = f"{timing}\n\n{profile_section(args, workload)}".lstrip()
         else:
             report = timing_report(args, workload, prepared)
-    args.out.write_text(report.rstrip() + "\n")
-    print(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":
