@@ -82,6 +82,24 @@ def test_bracketed_ids_win_over_prose_numbers():
     assert extract_ids("Ranking the 3 passages by relevance to 2024 events: [3] > [1] > [2]") == [3, 1, 2]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. The Big Bang\n2. The Pink Panther\n3. The Beyoncé Experience",  # SmolLM2's answers, measured
+        "1. The second Diadochi war began in 319 BC.\n2. Precipitation is uniformly distributed.",
+        "- The passage about 1990 is best\n- Another one",
+    ],
+)
+def test_a_list_of_passage_text_is_dropped_not_read_as_its_own_counter(text):
+    parsed = parse_ranking(text, 10)
+    assert parsed.dropped and not parsed.repaired
+
+
+def test_list_items_name_their_id_first():
+    assert extract_ids("1. Passage 3, about the 2 kings\n2. 1 (mentions 1990)\n3. #2") == [3, 1, 2]
+    assert extract_ids("Ranking:\n1. The Big Bang\n2. Cats\nso 2 > 1 > 3") == [2, 1, 3]  # a run outside it
+
+
 def test_longest_bare_run_wins_over_lone_numbers():
     assert extract_ids("Of 3 passages, passage 2 matters most: 2 > 3 > 1 (I am 90% sure)") == [2, 3, 1]
 

@@ -21,7 +21,9 @@ _MAX_ID_DIGITS = 9
 """Longer digit runs are out of range for any window; never handed to ``int`` (Python caps it at 4300 digits)."""
 
 _BRACKETED = re.compile(r"\[\s*([0-9]+)\s*\]")
-_LIST_ITEM = re.compile(r"^\s*(?:[0-9]+\s*[.):]|[-*•])\s*(.*)$")
+_LIST_MARKER = re.compile(r"^\s*(?:[0-9]+\s*[.):]|[-*•])\s*", re.MULTILINE)
+_ITEM_ID = re.compile(r"(?:(?:passages?|documents?|docs?|ids?)\b\s*)?(?:#\s*)?([0-9]+)\b", re.IGNORECASE)
+"""The id a list item starts with: ``2``, ``Passage 2``, ``#2``; an item starting with text names none."""
 _NUMBER = re.compile(r"[0-9]+")
 _JOINER = re.compile(
     r"\s*(?:>|->|→|,|;|\||\band\b|\bthen\b)?\s*(?:(?:passages?|documents?|docs?|ids?)\b\s*)?#?\s*", re.IGNORECASE
@@ -66,8 +68,11 @@ def extract_ids(text: str) -> list[int]:
 
     Three readings, the first that finds anything wins: bracketed ids anywhere (``[2] > [1]``, ``1. [2]``;
     numbers outside brackets are then prose, e.g. "the 3 passages"); a numbered or bulleted list, one id per
-    line (the first number after the marker); else the longest run of bare numbers joined by ``>``, ``,``
-    and the like (``2 > 1 > 3``, ``Passage 2, Passage 1``), so a lone number in the prose loses to the list.
+    line, the number the item starts with (``1. 2``, ``2) Passage 4``); else the longest run of bare numbers
+    joined by ``>``, ``,`` and the like (``2 > 1 > 3``, ``Passage 2, Passage 1``), so a lone number in the
+    prose loses to the list. A list's own markers are never ids: small LMs answer with numbered lists of
+    passage text ("1. The Big Bang", "2. The Pink Panther"), whose counter would read as the shown order;
+    numbers inside copied text ("... in 319 BC") are not ids either.
 
     Args:
         text: The generated answer.
@@ -80,13 +85,13 @@ def extract_ids(text: str) -> list[int]:
         return [_to_id(d) for d in bracketed]
     listed: list[int] = []
     for line in text.splitlines():
-        item = _LIST_ITEM.match(line)
-        number = _NUMBER.search(item.group(1)) if item else None
-        if number:
-            listed.append(_to_id(number.group()))
+        marker = _LIST_MARKER.match(line)
+        item_id = _ITEM_ID.match(line, marker.end()) if marker else None
+        if item_id:
+            listed.append(_to_id(item_id.group(1)))
     if len(listed) >= 2:
         return listed
-    return _longest_run(text)
+    return _longest_run(_LIST_MARKER.sub("", text))
 
 
 def parse_ranking(text: str, n: int, min_valid_fraction: float = 0.0) -> ParsedRanking:
