@@ -9,6 +9,7 @@ next to BM25's own, with the LM on this machine or a served one:
     python benchmarks/llm_ranking_repairs.py --questions 64                  # packaged SmolLM2, greedy
     python benchmarks/llm_ranking_repairs.py --questions 64 --lm-path <fine-tuned reader folder>
     python benchmarks/llm_ranking_repairs.py --questions 64 --base-url http://127.0.0.1:8080/v1 --model smollm2
+    python benchmarks/llm_ranking_repairs.py --questions 64 --answers outputs/llm_ranking_answers.jsonl  # every answer
 
 Writes ``benchmarks/results/llm_ranking_repairs.md`` (or ``--out``) with a few raw answers, and prints it.
 """
@@ -16,8 +17,11 @@ Writes ``benchmarks/results/llm_ranking_repairs.md`` (or ``--out``) with a few r
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +33,9 @@ from ragdistill.models.chat_api import ChatClient
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.models.local_chat import LocalChat
 from ragdistill.teachers.llm_ranking import ListwiseRankingTeacher
+from ragdistill.teachers.ranking_output import extract_ids, parse_ranking
 from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.utils.atomic import atomic_write_text
 
 EXAMPLES = 3
 """Raw answers quoted in the report: what the parser had to read."""
@@ -60,6 +66,16 @@ def kept_shown_order(signals: list[TeacherSignal]) -> float:
     return float(np.mean(same)) if same else float("nan")
 
 
+def write_answers(path: Path, answers: list[str], k: int) -> None:
+    """One JSON line per raw answer (in request order): the text, the ids read from it and the repair made."""
+    lines = []
+    for answer in answers:
+        parsed = parse_ranking(answer, k)
+        record = {"answer": answer, "ids": extract_ids(answer), **asdict(parsed), "repaired": parsed.repaired}
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=64)
@@ -68,6 +84,7 @@ def main() -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint instead of a local LM")
     parser.add_argument("--model", help="the served model's name (with --base-url)")
     parser.add_argument("--out", default="llm_ranking_repairs.md", help="file name under benchmarks/results/")
+    parser.add_argument("--answers", type=Path, help="also write every raw answer and how it parsed (JSONL)")
     args = parser.parse_args()
     if args.base_url and not args.model:
         parser.error("--base-url needs --model (the served model's name)")
@@ -100,6 +117,8 @@ def main() -> None:
     command += f" --base-url {args.base_url} --model {args.model}" if args.base_url else ""
     command += f" --out {args.out}" if args.out != "llm_ranking_repairs.md" else ""
     examples = [f"    {answer.strip()[:200]!r}" for answer in recording.answers[:EXAMPLES]]
+    if args.answers:
+        write_answers(args.answers, recording.answers, args.k)
     report = "\n".join(
         [
             f"# Listwise LLM ranking ({llm}): repaired and dropped answers",
