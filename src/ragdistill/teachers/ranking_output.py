@@ -21,13 +21,13 @@ _MAX_ID_DIGITS = 9
 """Longer digit runs are out of range for any window; never handed to ``int`` (Python caps it at 4300 digits)."""
 
 _BRACKETED = re.compile(r"\[\s*([0-9]+)\s*\]")
+_ID_WORD = r"(?:(?:passages?|documents?|docs?|ids?)\b\s*)?"
+"""An optional word naming what an id counts: ``Passage 2``, ``doc 2``."""
 _LIST_MARKER = re.compile(r"^\s*(?:[0-9]+\s*[.):]|[-*•])\s*", re.MULTILINE)
-_ITEM_ID = re.compile(r"(?:(?:passages?|documents?|docs?|ids?)\b\s*)?(?:#\s*)?([0-9]+)\b", re.IGNORECASE)
+_ITEM_ID = re.compile(_ID_WORD + r"(?:#\s*)?([0-9]+)\b", re.IGNORECASE)
 """The id a list item starts with: ``2``, ``Passage 2``, ``#2``; an item starting with text names none."""
 _NUMBER = re.compile(r"[0-9]+")
-_JOINER = re.compile(
-    r"\s*(?:>|->|→|,|;|\||\band\b|\bthen\b)?\s*(?:(?:passages?|documents?|docs?|ids?)\b\s*)?#?\s*", re.IGNORECASE
-)
+_JOINER = re.compile(r"\s*(?:>|->|→|,|;|\||\band\b|\bthen\b)?\s*" + _ID_WORD + r"#?\s*", re.IGNORECASE)
 """What may stand between two ids of one bare-number ranking: ``2 > 1``, ``2, 1``, ``Passage 2 > Passage 1``."""
 _MAX_JOINER_CHARS = 32
 
