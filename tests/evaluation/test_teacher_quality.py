@@ -3,7 +3,7 @@ import pytest
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.evaluation.teacher_quality import teacher_quality
+from ragdistill.evaluation.teacher_quality import teacher_quality, weak_teacher_warnings
 from ragdistill.teachers.signal import TeacherSignal
 
 
@@ -27,6 +27,7 @@ def test_top1_rates_against_the_labels_the_teacher_did_not_use():
     assert quality["teacher/top1_answer"] == pytest.approx(2 / 3)  # q1 yes, q2 "b" no, q3 "c" yes
     uniform = np.log(2)
     assert 0 < quality["teacher/entropy"] <= uniform
+    assert quality["teacher/uniform_entropy"] == pytest.approx(uniform)  # q2's unjudged c does not count
     assert quality["teacher/lm_positive_is_gold"] == 1.0  # diagnostics are averaged where reported
     assert "teacher/first_stage_top1_gold" not in quality  # only with the first-stage ranking
     assert teacher_quality([], questions, data) == {}
@@ -48,3 +49,48 @@ def test_first_stage_rate_is_the_bar_a_teacher_has_to_clear():
     quality = teacher_quality(signals, questions, data, first_stage)
     assert quality["teacher/top1_gold"] == 0.0
     assert quality["teacher/first_stage_top1_gold"] == 1.0
+
+
+def test_a_good_teacher_gets_no_warning():
+    figures = {
+        "teacher/entropy": 1.58,
+        "teacher/uniform_entropy": 2.30,
+        "teacher/top1_gold": 0.77,
+        "teacher/random_top1_gold": 0.105,
+        "teacher/first_stage_top1_gold": 0.755,
+    }
+    assert weak_teacher_warnings(figures) == []
+    assert weak_teacher_warnings({}) == []  # nothing measured, nothing to say
+
+
+def test_a_flat_teacher_at_chance_is_flagged_for_both_reasons():
+    # the intermediate ranker fit on 80 LLM orders (README): uniform scores, top-1 gold at chance
+    figures = {
+        "teacher/entropy": 2.301,
+        "teacher/uniform_entropy": 2.303,
+        "teacher/top1_gold": 0.106,
+        "teacher/random_top1_gold": 0.105,
+    }
+    warnings = weak_teacher_warnings(figures)
+    assert len(warnings) == 2
+    assert "almost uniform" in warnings[0] and "2.301" in warnings[0]
+    assert "10.6%" in warnings[1] and "random" in warnings[1]
+
+
+def test_a_teacher_below_the_first_stage_order_is_flagged():
+    # the raw reader's attention (README): sharp enough, well above chance, below BM25's own order
+    figures = {"teacher/top1_gold": 0.417, "teacher/random_top1_gold": 0.105, "teacher/first_stage_top1_gold": 0.755}
+    (warning,) = weak_teacher_warnings(figures)
+    assert "41.7%" in warning and "75.5%" in warning
+    # within the margin of the first stage (G2R's 74.0% vs 75.5%) is not flagged
+    assert weak_teacher_warnings(figures | {"teacher/top1_gold": 0.74}) == []
+
+
+def test_teacher_quality_logs_the_warnings(caplog):
+    corpus = [Passage(pid, "text") for pid in "ab"]
+    questions = [Question("q1", "?", (), ("a",))]
+    data = RetrievalData("toy", corpus, questions, [])
+    flat = [TeacherSignal("q1", ["a", "b"], np.array([0.0, 0.0]))]
+    with caplog.at_level("WARNING", logger="ragdistill.evaluation.teacher_quality"):
+        teacher_quality(flat, questions, data)
+    assert "almost uniform" in caplog.text
