@@ -90,6 +90,18 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     assert few.get("teacher/passages", 0) <= 4 * 20  # the LLM read at most the 20 questions' candidates
     assert {s.qid for s in few_objects["signals"]} == {s.qid for s in signals}
     assert few["ranker/reused"] == 0.0  # a different stage 0 set: a different ranker
+    assert few["ranker/epochs"] == 1
+
+    # min_steps holds the ranker's training length across budgets: 16 questions in batches of 8 are 2 steps
+    # an epoch, so 5 steps take 3 epochs (a new ranker); a min_steps one epoch meets is the same ranker
+    longer_cfg = compose_at("config", [*overrides, "teacher.llm_questions=20", "teacher.min_steps=5"], tmp_path / "l")
+    longer_cfg.paths.cache_dir = str(tmp_path / "cache")
+    longer, _ = train(longer_cfg)
+    assert longer["ranker/epochs"] == 3 and longer["ranker/reused"] == 0.0
+    met_cfg = compose_at("config", [*overrides, "teacher.llm_questions=20", "teacher.min_steps=2"], tmp_path / "m")
+    met_cfg.paths.cache_dir = str(tmp_path / "cache")
+    met, _ = train(met_cfg)
+    assert met["ranker/epochs"] == 1 and met["ranker/reused"] == 1.0  # the "few" run's ranker
 
     # stage 2 over fewer candidates than the LLM ranked: the held-out questions are scored over the LLM's own
     scored_by_ranker.clear()
@@ -115,3 +127,5 @@ def test_a_ranker_top_k_below_one_is_refused_by_its_config_key(tiny_llama):
 
     with pytest.raises(ValueError, match=r"teacher\.ranker_top_k"):
         IntermediateTeacher(LMLikelihoodTeacher(tiny_llama), ranker_top_k=0)
+    with pytest.raises(ValueError, match=r"teacher\.min_steps"):
+        IntermediateTeacher(LMLikelihoodTeacher(tiny_llama), min_steps=0)

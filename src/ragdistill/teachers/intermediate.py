@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -63,6 +64,9 @@ class IntermediateTeacher(DerivedTeacher):
         ranker_path: The ranker's backbone (packaged MiniLM by default; any hub id or folder).
         max_length: Question + passage tokens the ranker reads.
         epochs: Ranker training epochs over the stage-0 questions.
+        min_steps: Train the ranker for at least this many optimizer steps, with more epochs where the
+            stage-0 questions are few; ``None``: ``epochs`` only. It holds the ranker's training length
+            fixed across question budgets (one epoch over 80 questions is 10 steps, over 900 it is 112).
         batch_size: Questions per ranker batch (each brings its K candidates).
         lr: Ranker learning rate.
         ranker_top_k: Teach the ranker only the first k positions of each stage-0 order (top-k ListMLE);
@@ -83,6 +87,7 @@ class IntermediateTeacher(DerivedTeacher):
         ranker_path: str = "packaged:all-MiniLM-L6-v2",
         max_length: int = 320,
         epochs: int = 1,
+        min_steps: int | None = None,
         batch_size: int = 8,
         lr: float = 3e-5,
         ranker_top_k: int | None = None,
@@ -97,6 +102,8 @@ class IntermediateTeacher(DerivedTeacher):
             raise ValueError(
                 f"teacher.epochs/batch_size must be >= 1, val_size >= 0; got {epochs}, {batch_size}, {val_size}"
             )
+        if min_steps is not None and min_steps < 1:
+            raise ValueError(f"teacher.min_steps must be null or >= 1, got {min_steps}")
         if (llm_questions is not None and llm_questions < 2) or num_candidates < 2:
             raise ValueError(
                 f"teacher.llm_questions (null or >= 2) and num_candidates (>= 2): got {llm_questions}, {num_candidates}"
@@ -107,6 +114,7 @@ class IntermediateTeacher(DerivedTeacher):
         self.ranker_path = ranker_path
         self.max_length = max_length
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.lr = lr
         self.ranker_loss = ListMLELoss(
@@ -146,7 +154,6 @@ class IntermediateTeacher(DerivedTeacher):
             )
         if not ordered:
             raise ValueError("stage 0 ranked fewer than 2 candidates for every question: nothing to train a ranker on")
-        folder = self.cache_dir / "rankers" / self._key(ordered)
         datamodule = DistillationDataModule(
             ordered,
             data,
@@ -155,6 +162,8 @@ class IntermediateTeacher(DerivedTeacher):
             val_size=self.val_size,
             seed=self.seed,
         )
+        epochs = self._epochs(datamodule)
+        folder = self.cache_dir / "rankers" / self._key(ordered, epochs)
         done = folder / DONE_FILE
         if done.exists() and (problem := _ranker_problem(folder)):
             logger.warning("Trained ranker <%s> is corrupt (%s); deleting it and training it again", folder, problem)
@@ -163,8 +172,9 @@ class IntermediateTeacher(DerivedTeacher):
             logger.info("Reusing the trained ranker <%s>", folder)
             self._figures = json.loads(done.read_text()) | {"ranker/reused": 1.0}
         else:
-            self._figures = self._train(datamodule, folder) | {"ranker/reused": 0.0}
+            self._figures = self._train(datamodule, folder, epochs) | {"ranker/reused": 0.0}
         self._figures |= {
+            "ranker/epochs": float(epochs),
             "ranker/llm_questions": float(len(ordered)),
             "ranker/train_questions": float(len(datamodule.train_signals)),
         }
@@ -207,18 +217,32 @@ class IntermediateTeacher(DerivedTeacher):
             return [got for got in held_out if got is not None]
         return self._score(ranker, datamodule.val_signals, data)
 
-    def _key(self, signals: list[TeacherSignal]) -> str:
-        """What the ranker is a function of: the stage-0 signals' content and the ranker settings."""
+    def _epochs(self, datamodule: DistillationDataModule) -> int:
+        """Epochs to train: ``epochs``, or more where ``min_steps`` asks for more steps than one epoch has."""
+        if self.min_steps is None:
+            return self.epochs
+        per_epoch = len(datamodule.train_dataloader())
+        epochs = max(self.epochs, math.ceil(self.min_steps / per_epoch))
+        if epochs > self.epochs:
+            logger.info("Ranker: %d epochs of %d steps, for teacher.min_steps=%d", epochs, per_epoch, self.min_steps)
+        return epochs
+
+    def _key(self, signals: list[TeacherSignal], epochs: int) -> str:
+        """What the ranker is a function of: the stage-0 signals' content and the ranker settings.
+
+        ``epochs`` is the number really trained (``min_steps`` resolved), so a ``min_steps`` that one epoch
+        already meets reuses the ranker cached without it.
+        """
         digest = hashlib.sha256()
         for s in signals:
             digest.update(json.dumps([s.qid, list(s.candidate_ids), [float(x) for x in s.scores]]).encode())
-        settings = [self.ranker_path, self.max_length, self.epochs, self.batch_size, self.lr, self.val_size]
+        settings = [self.ranker_path, self.max_length, epochs, self.batch_size, self.lr, self.val_size]
         settings += [self.seed, self.precision]  # bf16 and float32 training give different rankers
         if self.ranker_loss.top_k is not None:  # added only when set: rankers cached before it keep their keys
             settings.append({"top_k": self.ranker_loss.top_k})
         return config_key({"ranker": settings, "stage0": digest.hexdigest()})
 
-    def _train(self, datamodule: DistillationDataModule, folder: Path) -> dict[str, float]:
+    def _train(self, datamodule: DistillationDataModule, folder: Path, epochs: int) -> dict[str, float]:
         """Fit the ranker on the stage-0 orders and save it atomically into ``folder``."""
         pl.seed_everything(self.seed, workers=True)
         ranker = CrossEncoderRanker(
@@ -230,7 +254,7 @@ class IntermediateTeacher(DerivedTeacher):
             trust_remote_code=self.ranker_trust_remote_code,
         )
         trainer = pl.Trainer(
-            max_epochs=self.epochs,
+            max_epochs=epochs,
             accelerator=self.accelerator,
             devices=1,
             precision=self.precision,
