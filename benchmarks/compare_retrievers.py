@@ -23,9 +23,9 @@ from ranx import Qrels, Run, compare, evaluate
 from ragdistill.candidates.base import as_run
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.metrics import gold_qrels
+from ragdistill.evaluation.retrieval import encode_settings
 from ragdistill.index.faiss_index import CorruptIndexError, FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder
-from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -44,7 +44,7 @@ def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str
     data: RetrievalData = instantiate(cfg.data)
     exported = run_dir / "retriever"
     retriever = BiEncoder(path=str(exported) if exported.is_dir() else cfg.retriever.path).eval()
-    settings = EncodeSettings(64, "cpu", str(cfg.evaluation.precision))
+    settings = encode_settings(cfg.evaluation)  # the run's own batching: bf16 results depend on the batch
     try:
         index = FaissIndex.load(run_dir / "index")
     except CorruptIndexError as err:  # truncated, corrupted or half-written: rebuild it from the run's retriever
