@@ -68,6 +68,7 @@ def test_generated_units_join_as_positives_with_the_rows_best_score(setting, tmp
     assert q2.positive_ids == ("p1",)  # its generation was blank: dropped, counted
     figures = teacher.metrics()
     assert figures["g2r/units_kept"] == 1 and figures["g2r/units_dropped"] == 1 and figures["g2r/units_generated"] == 2
+    assert figures["g2r/units_with_answer"] == 1.0  # the kept unit repeats the prompt, which names "Ada"
 
 
 def test_model_level_only_and_data_level_switches(setting, tmp_path):

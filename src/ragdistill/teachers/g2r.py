@@ -17,6 +17,7 @@ from typing import Any
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.evaluation.metrics import has_answer
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.signal import TeacherSignal, with_positives
@@ -76,7 +77,7 @@ class G2RTeacher(DerivedTeacher):
         self._figures: dict[str, float] = {}
 
     def metrics(self) -> dict[str, float]:
-        """The source's throughput figures and the generation counts."""
+        """The source's throughput figures, the generation counts and ``g2r/units_with_answer``."""
         return self.source.metrics() | self._figures
 
     def derive(
@@ -92,7 +93,7 @@ class G2RTeacher(DerivedTeacher):
         if self.generator is not None:
             units = self.generator.generate([by_id[s.qid] for s in signals])
             data.add_training_passages([unit for group in units.values() for unit in group])
-            self._figures = self.generator.stats.metrics()
+            self._figures = self.generator.stats.metrics() | _answer_rate(units, by_id)
         derived = [self._augment(s, by_id[s.qid], units.get(s.qid, [])) for s in signals]
         without = sum(not s.positive_ids for s in derived)
         self._figures["g2r/questions_without_positive"] = float(without)
@@ -107,3 +108,19 @@ class G2RTeacher(DerivedTeacher):
     def _augment(self, signal: TeacherSignal, question: Question, units: list[Passage]) -> TeacherSignal:
         human = list(question.gold_ids) if self.use_human_positives else []
         return with_positives(signal, human + [u.id for u in units])
+
+
+def _answer_rate(units: Mapping[str, list[Passage]], questions: Mapping[str, Question]) -> dict[str, float]:
+    """``g2r/units_with_answer``: the share of kept units (of questions with answers) holding a gold answer.
+
+    A generated "positive" without the answer teaches the retriever a passage that does not answer the
+    question; SmolLM2-135M writes one for about half the SQuAD questions even when the prompt gives it the
+    answer (README).
+    """
+    hits = [
+        has_answer(unit.text, questions[qid].answers)
+        for qid, group in units.items()
+        if questions[qid].answers
+        for unit in group
+    ]
+    return {"g2r/units_with_answer": sum(hits) / len(hits)} if hits else {}
