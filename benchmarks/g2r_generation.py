@@ -24,8 +24,8 @@ from omegaconf import OmegaConf
 from teacher_setup import ROOT, load_lm, publish
 
 from ragdistill.data.squad import load_squad_open
-from ragdistill.evaluation.metrics import answer_qrels
 from ragdistill.models.local_chat import LocalChat
+from ragdistill.teachers.g2r import answer_hits
 from ragdistill.teachers.unit_generation import UnitGenerator
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -61,11 +61,7 @@ def main() -> None:
         cached_seconds = time.perf_counter() - start
     texts = [unit for per_question in units.values() for unit in per_question]
     tokens = sum(len(lm.tokenizer(unit.text, add_special_tokens=False)["input_ids"]) for unit in texts)
-    with_answer = answer_qrels(
-        [q for q in data.train if q.id in units], [unit for per_question in units.values() for unit in per_question]
-    )
-    # a question's own unit, not another question's that happens to hold its answer
-    answered = sum(1 for qid, hits in with_answer.items() if any(pid.startswith(f"g2r:{qid}:") for pid in hits))
+    answered = sum(answer_hits(units, {q.id: q for q in data.train}))  # each unit against its own question
     sample = texts[0].text.replace("\n", " ")[:300] if texts else "(none)"
     lines = [
         "# G2R data level: generating positives with SmolLM2-135M-Instruct",

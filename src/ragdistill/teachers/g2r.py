@@ -110,17 +110,22 @@ class G2RTeacher(DerivedTeacher):
         return with_positives(signal, human + [u.id for u in units])
 
 
-def _answer_rate(units: Mapping[str, list[Passage]], questions: Mapping[str, Question]) -> dict[str, float]:
-    """``g2r/units_with_answer``: the share of kept units (of questions with answers) holding a gold answer.
+def answer_hits(units: Mapping[str, list[Passage]], questions: Mapping[str, Question]) -> list[bool]:
+    """Whether each kept unit of a question with answers holds one of its gold answers (:func:`has_answer`).
 
     A generated "positive" without the answer teaches the retriever a passage that does not answer the
     question; SmolLM2-135M writes one for about half the SQuAD questions even when the prompt gives it the
     answer (README).
     """
-    hits = [
+    return [
         has_answer(unit.text, questions[qid].answers)
         for qid, group in units.items()
         if questions[qid].answers
         for unit in group
     ]
+
+
+def _answer_rate(units: Mapping[str, list[Passage]], questions: Mapping[str, Question]) -> dict[str, float]:
+    """``g2r/units_with_answer``: the share of :func:`answer_hits` that are hits (absent without any unit)."""
+    hits = answer_hits(units, questions)
     return {"g2r/units_with_answer": sum(hits) / len(hits)} if hits else {}
