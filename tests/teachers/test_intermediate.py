@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
+from ragdistill.losses.listmle import list_mle
 from ragdistill.pipeline import train
-from ragdistill.teachers.intermediate import IntermediateTeacher, _agreement
+from ragdistill.teachers.intermediate import (
+    IntermediateTeacher,
+    _agreement,
+    ranker_overfit_warning,
+    uniform_list_mle,
+)
 from ragdistill.teachers.signal import TeacherSignal
 
 
@@ -56,6 +65,7 @@ def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     # one ranker pass over every training question: the held-out questions' agreement reuses stage 2's scores
     assert scored_by_ranker == [len(objects["signals"])]
     assert first["ranker/held_out"] == 4
+    assert first["ranker/uniform_val_loss"] > 0  # the bar the overfit warning compares ranker/val_loss with
     assert first["ranker/reused"] == 0.0 and first["runtime/ranker_fit_s"] > 0
     assert -1.0 <= first["ranker/kendall_tau"] <= 1.0 and 0.0 <= first["ranker/top1_agrees"] <= 1.0
     signals = objects["signals"]
@@ -129,3 +139,26 @@ def test_a_ranker_top_k_below_one_is_refused_by_its_config_key(tiny_llama):
         IntermediateTeacher(LMLikelihoodTeacher(tiny_llama), ranker_top_k=0)
     with pytest.raises(ValueError, match=r"teacher\.min_steps"):
         IntermediateTeacher(LMLikelihoodTeacher(tiny_llama), min_steps=0)
+
+
+def test_uniform_list_mle_is_the_loss_of_equal_scores():
+    """The held-out bar the overfit warning uses is ListMLE itself, at temperature 1, on a ranker that says nothing."""
+    nan = float("nan")
+    teacher = torch.tensor([[3.0, 1.0, 2.0, 0.5, nan], [0.2, 0.9, 0.1, 0.4, 0.3]])
+    judged = ~torch.isnan(teacher)  # the first question's LLM judged only 4 of its 5 candidates
+    signals = [
+        TeacherSignal("q0", list("abcd"), teacher[0, :4].numpy()),
+        TeacherSignal("q1", list("abcde"), teacher[1].numpy()),
+    ]
+    for top_k in (None, 2):
+        equal = list_mle(torch.zeros_like(teacher), teacher.nan_to_num(0.0), judged, temperature=1.0, top_k=top_k)
+        assert uniform_list_mle(signals, top_k) == pytest.approx(float(equal))
+    assert uniform_list_mle(signals[1:], 2) == pytest.approx(math.log(5) + math.log(4))
+
+
+def test_ranker_overfit_warning_only_when_held_out_loss_exceeds_uniform():
+    figures = {"ranker/uniform_val_loss": 4.50, "ranker/train_loss": 0.40, "ranker/train_questions": 80.0}
+    warning = ranker_overfit_warning(figures | {"ranker/val_loss": 10.47})
+    assert warning is not None and "memorised its 80 training orders" in warning and "10.470" in warning
+    assert ranker_overfit_warning(figures | {"ranker/val_loss": 4.44}) is None
+    assert ranker_overfit_warning({"ranker/val_loss": 10.0}) is None  # no held-out questions: no bar
