@@ -6,7 +6,7 @@ LM-likelihood teacher and chance:
 
     python benchmarks/attention_variants.py                    # 32 questions x K=10
     python benchmarks/attention_variants.py --questions 100
-    python benchmarks/attention_variants.py --questions 100 --only default --lm-path <fine-tuned reader folder> \
+    python benchmarks/attention_variants.py --questions 100 --only legacy --lm-path <fine-tuned reader folder> \
         --out attention_teacher_finetuned.md      # the same teacher with a fine-tuned reader
 
 Writes ``benchmarks/results/attention_variants.md`` and prints it.
@@ -29,21 +29,25 @@ from ragdistill.utils.precision import cpu_bf16_description, resolve_precision
 
 TOP_THIRD = list(range(-10, 0))  # SmolLM2 has 30 layers
 
+LEGACY = {"passage_reduction": "sum", "log_score": True}
+"""The log attention mass every published row of this table was measured with (the default before 2026-12-07)."""
+
 VARIANTS: dict[str, dict[str, Any]] = {
-    "α·‖v‖, all layers, all answer tokens, sum (default)": {},
-    "α (no value norm)": {"value_norm": False},
+    "α·‖v‖, all layers, all answer tokens, log of the sum (legacy)": LEGACY,
+    "α·‖v‖, mean over passage tokens, no log (the papers' score, default)": {},
+    "α (no value norm)": {**LEGACY, "value_norm": False},
     "pre-softmax q·k": {"pre_softmax": True, "value_norm": False},
     "pre-softmax q·k, mean over passage tokens": {
         "pre_softmax": True,
         "value_norm": False,
         "passage_reduction": "mean",
     },
-    "first answer token only": {"first_token_only": True},
-    "top third of layers (20-29)": {"layers": TOP_THIRD},
-    "middle third of layers (10-19)": {"layers": list(range(10, 20))},
-    "mean over passage tokens": {"passage_reduction": "mean"},
-    "passages shuffled": {"shuffle_passages": True},
-    "reader's generated answer": {"target": "generated"},
+    "first answer token only": {**LEGACY, "first_token_only": True},
+    "top third of layers (20-29)": {**LEGACY, "layers": TOP_THIRD},
+    "middle third of layers (10-19)": {**LEGACY, "layers": list(range(10, 20))},
+    "log of the mean over passage tokens": {"passage_reduction": "mean", "log_score": True},
+    "passages shuffled": {**LEGACY, "shuffle_passages": True},
+    "reader's generated answer": {**LEGACY, "target": "generated"},
 }
 
 

@@ -4,7 +4,9 @@
     flock /tmp/ragdistill-bench.lock python benchmarks/pear.py --cache .cache/ragdistill   # reuse the repo cache
     flock /tmp/ragdistill-bench.lock python benchmarks/pear.py --lm-path <reader folder> --out pear_finetuned.md
 
-1. ``run_pear`` (head scoring = 30 layers × 9 heads mean-ablation passes, then the coefficients), timed.
+1. ``run_pear`` (head scoring = 30 layers × 9 heads mean-ablation passes per scoring length, then the
+   coefficients), timed. ``--head-metric copy_loss --score-lengths`` (no lengths) is the setting the published
+   ``results/pear*.md`` were made with, before the paper's ``final_logit`` metric became the default.
 2. Copy accuracy on held-out sequences (seeds no PEAR step used) at the training length and longer ones:
    the LM as it is, with the coefficients as hooks, and folded into ``o_proj``.
 3. The folded model against the original: parameter count and bytes, module types, hooks left, the largest
@@ -51,6 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head-metric", default="final_logit", choices=["final_logit", "copy_loss"])
+    parser.add_argument(
+        "--score-lengths", type=int, nargs="*", default=[10, 15, 25, 50], help="none: score on the learning batch"
+    )
+    parser.add_argument("--score-sequences", type=int, default=64)
+    parser.add_argument("--score-paths", default="direct", choices=["direct", "total"])
     parser.add_argument("--eval-sequences", type=int, default=32)
     parser.add_argument("--long-lengths", type=int, nargs="*", default=[32, 64], help="longer held-out copy lengths")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -178,23 +186,29 @@ def report(
     command = "flock /tmp/ragdistill-bench.lock python benchmarks/pear.py " + " ".join(sys.argv[1:])
     yield f"Command: `{command.strip()}`\n"
     s = result.settings
+    if s.score_lengths is None:
+        scoring = f"scored by {s.head_metric} on the learning sequences"
+    else:
+        lengths = "/".join(str(n) for n in s.score_lengths)
+        scoring = f"scored by {s.head_metric} ({s.score_paths}) on {s.score_sequences} sequences of 2×{lengths}"
+    passes = len(result.scores) * (1 if s.score_lengths is None else len(s.score_lengths))
     yield (
-        f"Settings: top-{s.n_heads} suppressing heads; {s.sequences} copy sequences of 2×{s.length} tokens "
-        f"(seed {s.seed}) for scoring and learning; {s.steps} Adam steps, lr {s.lr}. "
+        f"Settings: top-{s.n_heads} suppressing heads, {scoring}; {s.sequences} copy sequences of 2×{s.length} "
+        f"tokens (seed {s.seed}) for learning; {s.steps} Adam steps, lr {s.lr}. "
         f"`run_pear` took {seconds:.0f} s ({'reused from the cache' if result.reused else 'computed'}): "
-        f"{len(result.scores)} mean-ablation passes, then the coefficients.\n"
+        f"{passes} mean-ablation passes, then the coefficients.\n"
     )
     values = [h["value"] for h in result.heads]
     yield "## Heads PEAR picked\n"
-    yield "| layer | head | Δ copy loss when mean-ablated | learned coefficient |"
+    yield f"| layer | head | score ({s.head_metric}; > 0: ablating it helps copying) | learned coefficient |"
     yield "|---|---|---|---|"
     for h in result.heads:
-        yield f"| {int(h['layer'])} | {int(h['head'])} | {h['delta']:+.4f} | {h['value']:.3f} |"
-    suppressing = sum(score.delta < 0 for score in result.scores)
+        yield f"| {int(h['layer'])} | {int(h['head'])} | {h['score']:+.4f} | {h['value']:.3f} |"
+    suppressing = sum(score.score > 0 for score in result.scores)
     yield (
-        f"\nCoefficients range {min(values):.3f} … {max(values):.3f}. {suppressing} of {len(result.scores)} heads "
-        f"lower the copy loss when ablated; the most helpful head raises it by "
-        f"{result.scores[-1].delta:+.3f} (layer {result.scores[-1].layer}, head {result.scores[-1].head}).\n"
+        f"\nCoefficients range {min(values, default=float('nan')):.3f} … {max(values, default=float('nan')):.3f}. "
+        f"{suppressing} of {len(result.scores)} heads help copying when ablated; the most helpful head scores "
+        f"{result.scores[-1].score:+.3f} (layer {result.scores[-1].layer}, head {result.scores[-1].head}).\n"
     )
     yield "## Copy task, held-out sequences\n"
     sizes = " | ".join(f"{name}, {b.input_ids.shape[0]} seqs: accuracy | loss" for name, b in batches.items())
@@ -254,7 +268,18 @@ def main() -> None:
     args = parse_args()
     quiet_third_party()
     torch.manual_seed(0)
-    settings = PearSettings(args.n_heads, args.sequences, args.length, args.steps, args.lr, args.seed)
+    settings = PearSettings(
+        n_heads=args.n_heads,
+        sequences=args.sequences,
+        length=args.length,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        head_metric=args.head_metric,
+        score_lengths=tuple(args.score_lengths) or None,
+        score_sequences=args.score_sequences,
+        score_paths=args.score_paths,
+    )
     lm = load_lm(args.lm_path)
     model = lm.model
     with tempfile.TemporaryDirectory(prefix="pear-bench-") as scratch:

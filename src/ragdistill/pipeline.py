@@ -63,8 +63,8 @@ def _bm25_baseline(
     """
     if not needs_bm25(cfg.evaluation):
         return None
-    if isinstance(first_stage, BM25Candidates):
-        return first_stage
+    if isinstance(first_stage, BM25Candidates) and first_stage.ids == [p.id for p in data.corpus]:
+        return first_stage  # unless the teacher grew the corpus since (G2R's index_generated)
     built = instantiate(cfg.candidates) if "candidates" in cfg else None
     bm25 = built if isinstance(built, BM25Candidates) else BM25Candidates()
     return bm25.fit(data.corpus)
@@ -113,6 +113,32 @@ def _score_teacher(
         100 * metrics.get("teacher/top1_gold", float("nan")),
     )
     return signals, metrics
+
+
+def check_teacher_fits_loss(teacher: Teacher, loss: Any) -> None:
+    """Refuse a teacher and a loss that cannot train together, before any candidate or LM work.
+
+    A loss that reads positives (InfoNCE, multi-positive InfoNCE) has nothing to learn from a teacher that
+    only grades candidates (an LM's likelihoods or attention, an LLM's order). Leaving ``loss=`` out picks
+    the teacher's own loss (each teacher's config names it).
+
+    Raises:
+        ConfigError: The pair cannot train, in one line naming both and what to use instead.
+    """
+    if getattr(loss, "needs_positives", False) and not teacher.marks_positives:
+        raise ConfigError(
+            f"loss <{type(loss).__name__}> trains on positives, but teacher <{type(teacher).__name__}> marks none "
+            "(it grades candidates): leave loss= out for the teacher's own loss, or pick one that learns scores "
+            "(kl, listnet, listmle, ranknet, margin_mse)"
+        )
+
+
+def _group_needs(loss: Any) -> dict[str, bool]:
+    """What the loss needs of each question's group (the data module's defaults follow it)."""
+    return {
+        "reads_teacher_scores": bool(getattr(loss, "reads_teacher_scores", False)),
+        "single_positive": bool(getattr(loss, "single_positive", False)),
+    }
 
 
 def _reader(cfg: DictConfig) -> Any:
@@ -183,12 +209,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         raise ConfigError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
 
     retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
+    teacher: Teacher = _build(cfg, "teacher")
+    check_teacher_fits_loss(teacher, retriever.loss)
     first_stage: CandidateGenerator = _build(cfg, "candidates")
     with timer("candidates"):
         first_stage.fit(data.corpus, retriever=retriever)
         candidates = first_stage.retrieve(data.train)
 
-    teacher: Teacher = _build(cfg, "teacher")
     loggers: list[Logger] = build_loggers(cfg)
     resume = ResumeCheckpoint(cfg.resume_every_n_steps) if cfg.get("resume_every_n_steps") else None
     callbacks = (
@@ -205,7 +232,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # the teacher may have drawn random numbers (scoring) or none (cache hit): reseed, so that training
         # is the same whichever it did, and a resumed run ends with an uninterrupted run's metrics
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = _build(cfg, "datamodule")(signals=signals, data=data)
+        datamodule = _build(cfg, "datamodule")(signals=signals, data=data, **_group_needs(retriever.loss))
         metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
         resume_dir = Path(cfg.paths.cache_dir) / "resume" / resume_key(cfg, signals)
         checkpoint = _start_resuming(resume, resume_dir)

@@ -112,3 +112,47 @@ def test_ddp_ranks_share_each_epoch_and_still_get_new_negatives():
         assert ranks == [alone[0::2], alone[1::2]]  # the one-process order, dealt out
         assert dataset.epoch == epoch  # negatives follow the epoch on every rank
     assert epoch_order(0, 2, 0) != epoch_order(1, 2, 0)
+
+
+def _graded(qid, n=10):
+    """A teacher without positives that scored ``n`` candidates (an LM's likelihoods)."""
+    return TeacherSignal(qid, [f"p{i % 8}x{i}" for i in range(n)], -np.arange(n, dtype=np.float32))
+
+
+def _graded_data(n_questions=10, n=10):
+    corpus = [Passage(f"p{i % 8}x{i}", f"passage {i}") for i in range(n)]
+    return RetrievalData("toy", corpus, [Question(f"q{i}", f"question {i}", (), ()) for i in range(n_questions)], [])
+
+
+def test_a_loss_that_learns_scores_gets_the_whole_scored_pool_by_default():
+    data = _graded_data()
+    signals = [_graded(q.id) for q in data.train]
+    module = DistillationDataModule(signals, data, batch_size=4, val_size=0, reads_teacher_scores=True)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["teacher_scores"].shape == (4, 10)  # all K = 10, not a cut to 2
+
+
+def test_a_single_positive_loss_gets_one_positive_and_one_hard_negative_by_default():
+    data = _data()
+    signals = [_signal(q.id, positives=("p0", "p1")) for q in data.train]
+    module = DistillationDataModule(
+        signals, data, batch_size=4, val_size=0, reads_teacher_scores=False, single_positive=True
+    )
+    batch = next(iter(module.train_dataloader()))
+    assert batch["teacher_scores"].shape == (4, 2)
+    assert batch["positive_mask"].sum(dim=1).tolist() == [1, 1, 1, 1]
+    several = DistillationDataModule(signals, data, batch_size=4, val_size=0, reads_teacher_scores=False)
+    batch = next(iter(several.train_dataloader()))  # a multi-positive loss: every positive, every candidate
+    assert batch["positive_mask"].sum(dim=1).tolist() == [2, 2, 2, 2] and batch["teacher_scores"].shape == (4, 6)
+
+
+def test_cutting_a_scored_pool_is_logged_with_what_was_cut(caplog):
+    data = _graded_data()
+    signals = [_graded(q.id) for q in data.train]
+    with caplog.at_level("WARNING"):
+        DistillationDataModule(signals, data, batch_size=4, group_size=2, val_size=0, reads_teacher_scores=True)
+    assert "datamodule.group_size=2 keeps 2 of the up to 10 candidates the teacher scored for 10 of 10" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        DistillationDataModule(signals, data, batch_size=4, group_size=10, val_size=0, reads_teacher_scores=True)
+    assert "group_size" not in caplog.text

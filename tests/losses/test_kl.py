@@ -26,15 +26,44 @@ def test_matches_torch_kl_div_batchmean():
     assert torch.allclose(kl_distill(student, teacher, None, tau_student=0.1, tau_teacher=2.0), expected, atol=1e-6)
 
 
-def test_in_batch_columns_get_zero_teacher_mass_and_are_pushed_down():
+def test_papers_form_reads_only_the_judged_candidates():
+    """Atlas / REPLUG: KL between two softmaxes over the same K candidates; in-batch columns change nothing."""
     student = torch.tensor([[0.5, 0.2, 0.4, 0.9]], requires_grad=True)
     teacher = torch.tensor([[-1.0, -2.0, -INF, -INF]])  # columns 2, 3: other questions' passages
     loss = kl_distill(student, teacher, None, tau_student=0.5, tau_teacher=1.0)
+    p_t = torch.softmax(torch.tensor([-1.0, -2.0]), dim=0)
+    log_p_s = torch.log_softmax(student.detach()[0, :2] / 0.5, dim=0)  # the student's softmax over K = 2
+    assert torch.allclose(loss, (p_t * (p_t.log() - log_p_s)).sum())
+    assert torch.allclose(loss, kl_distill(student[:, :2], teacher[:, :2], None, tau_student=0.5, tau_teacher=1.0))
+    loss.backward()
+    assert student.grad is not None and torch.all(student.grad[0, 2:] == 0)  # in-batch passages untouched
+
+
+def test_in_batch_form_spreads_the_student_over_the_batch_and_pushes_those_columns_down():
+    student = torch.tensor([[0.5, 0.2, 0.4, 0.9]], requires_grad=True)
+    teacher = torch.tensor([[-1.0, -2.0, -INF, -INF]])
+    loss = kl_distill(student, teacher, None, tau_student=0.5, tau_teacher=1.0, in_batch=True)
     p_t = torch.softmax(torch.tensor([-1.0, -2.0]), dim=0)
     log_p_s = torch.log_softmax(student.detach()[0] / 0.5, dim=0)[:2]
     assert torch.allclose(loss, (p_t * (p_t.log() - log_p_s)).sum())
     loss.backward()
     assert student.grad is not None and torch.all(student.grad[0, 2:] > 0)  # descent lowers them
+    assert KLDistillLoss(0.5, 1.0, in_batch_negatives=True)(student, teacher) == loss
+
+
+def test_unscored_positive_stays_out_of_both_forms():
+    """A positive the teacher never scored (a generated unit) is neither distilled nor pushed away."""
+    student = torch.tensor([[0.5, 0.2, 0.8, 0.1]], requires_grad=True)
+    teacher = torch.tensor([[-1.0, -2.0, -INF, -INF]])  # column 2: an unscored positive; 3: in-batch
+    positive = torch.tensor([[False, False, True, False]])
+    for in_batch in (False, True):
+        loss = KLDistillLoss(0.5, 1.0, in_batch_negatives=in_batch)(student, teacher, None, positive)
+        (grad,) = torch.autograd.grad(loss, student)
+        assert grad[0, 2] == 0
+    expected = kl_distill(
+        student[:, [0, 1, 3]], teacher[:, [0, 1, 3]], None, tau_student=0.5, tau_teacher=1.0, in_batch=True
+    )
+    assert torch.allclose(KLDistillLoss(0.5, 1.0, in_batch_negatives=True)(student, teacher, None, positive), expected)
 
 
 def test_masked_column_leaves_both_distributions():
@@ -78,5 +107,9 @@ def test_bad_hyperparameters_raise(kwargs, message):
 
 def test_defaults_and_citation(check_defaults_and_citation):
     check_defaults_and_citation(
-        KLDistillLoss, {"tau_student": 0.05, "tau_teacher": 1.0}, "2012.04584", "2208.03299", "2301.12652"
+        KLDistillLoss,
+        {"tau_student": 0.05, "tau_teacher": 1.0, "in_batch_negatives": False},
+        "2012.04584",
+        "2208.03299",
+        "2301.12652",
     )

@@ -8,13 +8,16 @@ from ragdistill.losses import ListMLELoss, list_mle
 INF = math.inf
 
 
-def brute_force_list_mle(student, teacher, mask, temperature, top_k=None):
-    """Plackett–Luce NLL written out position by position, in plain Python."""
+def brute_force_list_mle(student, teacher, mask, temperature, top_k=None, in_batch=False):
+    """Plackett–Luce NLL of the teacher's permutation of its judged candidates, position by position, in plain Python.
+
+    With ``in_batch`` the unjudged (-inf) columns of the mask join every normaliser as an unordered tail.
+    """
     rows = []
     for b in range(student.shape[0]):
         columns = [j for j in range(student.shape[1]) if mask[b, j]]
         judged = [j for j in columns if teacher[b, j] > -INF]
-        tail = [j for j in columns if teacher[b, j] == -INF]
+        tail = [j for j in columns if teacher[b, j] == -INF] if in_batch else []
         if not judged:
             continue
         order = sorted(judged, key=lambda j: -float(teacher[b, j]))  # stable: ties in column order
@@ -27,9 +30,10 @@ def brute_force_list_mle(student, teacher, mask, temperature, top_k=None):
     return sum(rows) / len(rows)
 
 
+@pytest.mark.parametrize("in_batch", [False, True])
 @pytest.mark.parametrize("top_k", [None, 1, 2, 5])
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed, top_k):
+def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed, top_k, in_batch):
     generator = torch.Generator().manual_seed(seed)
     student = torch.randn(3, 7, generator=generator, dtype=torch.float64)
     teacher = torch.randint(-3, 3, (3, 7), generator=generator).double()  # integer scores: many ties
@@ -37,8 +41,8 @@ def test_matches_brute_force_with_masks_in_batch_columns_and_ties(seed, top_k):
     teacher[:, 0] = 1.0  # every row keeps a judged column
     mask = torch.rand(3, 7, generator=generator) > 0.2
     mask[:, 0] = True
-    expected = brute_force_list_mle(student, teacher, mask, 0.7, top_k)
-    got = list_mle(student, teacher, mask, temperature=0.7, top_k=top_k)
+    expected = brute_force_list_mle(student, teacher, mask, 0.7, top_k, in_batch)
+    got = list_mle(student, teacher, mask, temperature=0.7, top_k=top_k, in_batch=in_batch)
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -74,12 +78,22 @@ def test_teacher_order_scores_lower_than_its_reverse_and_near_zero_when_sharp():
     assert list_mle(agreeing.flip(1), teacher, None, temperature=0.05) > 10
 
 
+def test_papers_form_is_the_permutation_likelihood_of_the_judged_candidates_alone():
+    student = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    teacher = torch.tensor([[-1.0, -INF, -2.0, -INF]])  # columns 1, 3: other questions' passages
+    x = student[0] / 0.5
+    expected = -(x[0] - x[[0, 2]].logsumexp(0)) - (x[2] - x[2])
+    assert torch.allclose(list_mle(student, teacher, None, temperature=0.5), expected)
+    assert torch.allclose(ListMLELoss(0.5)(student, teacher), expected)
+
+
 def test_in_batch_tail_sits_in_every_normaliser_but_is_never_a_position():
     student = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
     teacher = torch.tensor([[-1.0, -INF, -2.0, -INF]])
     x = student[0] / 0.5
     expected = -(x[0] - x.logsumexp(0)) - (x[2] - x[[2, 1, 3]].logsumexp(0))
-    assert torch.allclose(list_mle(student, teacher, None, temperature=0.5), expected)
+    assert torch.allclose(list_mle(student, teacher, None, temperature=0.5, in_batch=True), expected)
+    assert torch.allclose(ListMLELoss(0.5, in_batch_negatives=True)(student, teacher), expected)
 
 
 def test_bad_hyperparameters_raise(check_bad_hyperparameter):
@@ -91,4 +105,6 @@ def test_bad_hyperparameters_raise(check_bad_hyperparameter):
 
 
 def test_defaults_and_citation(check_defaults_and_citation):
-    check_defaults_and_citation(ListMLELoss, {"temperature": 0.05, "top_k": None}, "xia2008", "xia2009topk")
+    check_defaults_and_citation(
+        ListMLELoss, {"temperature": 0.05, "top_k": None, "in_batch_negatives": False}, "xia2008", "xia2009topk"
+    )

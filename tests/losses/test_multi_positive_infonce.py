@@ -88,6 +88,24 @@ def test_rows_without_a_positive_raise():
         multi_positive_info_nce(torch.zeros(2, 3), positive, mask)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_skipped_rows_without_a_positive_add_nothing(reduction):
+    student = torch.tensor([[0.3, 0.1, 0.2], [0.5, 0.4, 0.1]], requires_grad=True)
+    positive = torch.tensor([[True, False, False], [False, False, False]])
+    loss = multi_positive_info_nce(
+        student, positive, temperature=0.1, reduction=reduction, skip_rows_without_positive=True
+    )
+    assert torch.allclose(
+        loss, multi_positive_info_nce(student[:1], positive[:1], temperature=0.1, reduction=reduction)
+    )
+    (grad,) = torch.autograd.grad(loss, student)
+    assert torch.all(grad[1] == 0) and torch.isfinite(grad).all()
+    nothing = MultiPositiveInfoNCELoss(0.1, skip_rows_without_positive=True)(
+        student, None, None, positive[1:].expand(2, 3)
+    )
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
 def test_module_requires_positive_mask():
     with pytest.raises(ValueError, match="positive_mask"):
         MultiPositiveInfoNCELoss()(torch.zeros(1, 2))

@@ -1,4 +1,7 @@
-"""PEAR on tiny random-weight Llama, Qwen2 and Gemma3 decoders: hooks, folding, the copy task, the cache."""
+"""PEAR on tiny random-weight Llama, Qwen2 and Gemma3 decoders: hooks, folding, the copy task, the cache.
+
+The head metric itself is tested in ``test_pear_scoring.py``, the other model layouts in ``test_pear_layouts.py``.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from ragdistill.utils.manifest import MANIFEST_FILE
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}
 HEADS = {"num_attention_heads": 4, "num_key_value_heads": 2}
 COEFFICIENTS = {(0, 1): 0.3, (1, 0): 1.7, (1, 3): -0.5}
-SETTINGS = PearSettings(n_heads=3, sequences=3, length=6, steps=4, lr=0.1, seed=0)
+SETTINGS = PearSettings(n_heads=3, sequences=3, length=6, steps=4, lr=0.1, seed=0, score_sequences=8)
 
 
 def _qwen2(vocab: int) -> nn.Module:
@@ -172,16 +175,16 @@ def test_copy_task_masks_the_first_half(bert_tokenizer, llama):
         torch.testing.assert_close(copy_loss(llama, batch), reference, atol=1e-5, rtol=0)
 
 
-def test_head_scores_are_the_loss_change_of_each_ablation(llama):
+def test_copy_loss_scores_are_the_loss_fall_of_each_ablation(llama):
     batch = copy_task(5000, 3, 6, seed=0)
     layout = head_layout(llama)
-    scores = score_heads(llama, batch, progress=False)
-    assert len(scores) == 8 and [s.delta for s in scores] == sorted(s.delta for s in scores)
+    scores = score_heads(llama, batch, progress=False, metric="copy_loss")
+    assert len(scores) == 8 and [s.score for s in scores] == sorted((s.score for s in scores), reverse=True)
     with torch.no_grad(), record_layers(layout) as record:
         clean = float(copy_loss(llama, batch))
     worst = scores[-1]
     with torch.no_grad(), mean_ablated(layout, worst.layer, worst.head, record.means[worst.layer]):
-        assert float(copy_loss(llama, batch)) - clean == pytest.approx(worst.delta, abs=1e-5)
+        assert clean - float(copy_loss(llama, batch)) == pytest.approx(worst.score, abs=1e-5)
     assert all(not p._forward_pre_hooks for p in layout.projections)
 
 
@@ -211,7 +214,13 @@ def test_run_pear_saves_reuses_and_rebuilds_a_damaged_artifact(bert_tokenizer, l
     assert first.directory is not None and (first.directory / MANIFEST_FILE).exists() and not first.reused
     record = json.loads((first.directory / COEFFICIENTS_FILE).read_text())
     assert record["settings"]["n_heads"] == 3 and len(record["head_scores"]) == 8
-    assert all(h["delta"] < 0 for h in first.heads) and 1 <= len(first.heads) <= 3
+    assert record["settings"]["head_metric"] == "final_logit" and record["settings"]["score_lengths"] == [
+        10,
+        15,
+        25,
+        50,
+    ]
+    assert all(h["score"] > 0 for h in first.heads) and 1 <= len(first.heads) <= 3
 
     again = run_pear(lm, SETTINGS, cache_dir=tmp_path, progress=False)
     assert again.reused and len(calls) == 1 and again.coefficients == first.coefficients
@@ -236,8 +245,8 @@ def test_apply_pear_folds_what_the_hooks_apply(bert_tokenizer, llama):
     torch.testing.assert_close(_logits(llama, ids), hooked, atol=1e-5, rtol=0)
 
 
-def test_a_model_without_o_proj_is_refused_by_name(bert_tokenizer, build_tiny_t5):
-    with pytest.raises(ValueError, match=r"T5ForConditionalGeneration.*self_attn\.o_proj"):
+def test_an_encoder_decoder_model_is_refused_by_name(bert_tokenizer, build_tiny_t5):
+    with pytest.raises(ValueError, match=r"^T5ForConditionalGeneration \(model_type='t5'\) is an encoder-decoder"):
         head_layout(build_tiny_t5(bert_tokenizer))
 
 
@@ -250,10 +259,28 @@ def test_hooks_are_removed_even_when_the_body_raises(llama):
 
 def test_pear_config_runs_end_to_end(compose_cfg, tiny_lm_dir):
     overrides = ["lm=hf", f"lm.path={tiny_lm_dir}", "n_heads=2", "sequences=3", "length=6", "steps=3", "progress=false"]
+    overrides += ["score_sequences=8"]
     cfg = compose_cfg("pear", overrides)
     metrics, objects = pear_task(cfg)
     assert metrics["pear/heads"] == len(objects["result"].heads) >= 1
     assert 0.0 <= metrics["pear/accuracy_after"] <= 1.0 and metrics["pear/reused"] == 0.0
     written = json.loads((objects["result"].directory / COEFFICIENTS_FILE).read_text())
-    assert written["settings"] == {"n_heads": 2, "sequences": 3, "length": 6, "steps": 3, "lr": 0.05, "seed": 0}
+    scoring = {"head_metric": "final_logit", "score_lengths": [10, 15, 25, 50], "score_sequences": 8}
+    learning = {"n_heads": 2, "sequences": 3, "length": 6, "steps": 3, "lr": 0.05, "seed": 0}
+    assert written["settings"] == learning | scoring | {"score_paths": "direct"}
     assert pear_task(cfg)[0]["pear/reused"] == 1.0
+
+
+def test_the_config_defaults_are_the_settings_defaults(compose_cfg):
+    """``reader.pear=true`` (PearSettings defaults) and ``ragdistill-pear`` must make the same cached coefficients."""
+    cfg = compose_cfg("pear")
+    values = {f.name: cfg[f.name] for f in dataclasses.fields(PearSettings)}
+    assert PearSettings.from_mapping(values) == PearSettings()
+
+
+def test_settings_refuse_an_unknown_metric_and_short_lengths():
+    with pytest.raises(ValueError, match="head_metric must be one of"):
+        PearSettings(head_metric="loss")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="score_lengths must be null or lengths >= 2"):
+        PearSettings(score_lengths=(1, 10))
+    assert PearSettings(score_lengths=[10, 20]).score_lengths == (10, 20)  # type: ignore[arg-type]

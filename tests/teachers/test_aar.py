@@ -38,10 +38,10 @@ def test_positives_are_lm_top_n_and_human(setting):
     q1, q2 = AARTeacher(source, top_n=1).score(questions, candidates, data)
     assert q1.positive_ids == ("p1", "p5")  # LM's best + the gold paragraph outside the pool (joins it)
     assert q1.candidate_ids == ["p0", "p1", "p2", "p5"]
-    assert q1.scores[3] == pytest.approx(-1.0)  # a human positive the LM did not judge gets the row's best score
+    assert q1.scores[3] == -np.inf  # a human positive the LM did not judge gets no invented score
     assert q1.diagnostics["lm_positive_is_gold"] == 0.0
     assert q2.positive_ids == ("p0", "p1")  # p1 had no LM opinion: it is a positive through the human label only
-    assert np.isfinite(q2.scores[1])
+    assert q2.scores[1] == -np.inf
 
 
 def test_without_human_positives_only_the_lm_decides(setting):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+import torch
 
 from ragdistill.candidates.base import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
@@ -55,20 +56,62 @@ def setting():
     return data, questions, candidates, source
 
 
-def test_generated_units_join_as_positives_with_the_rows_best_score(setting, tmp_path):
+def test_generated_units_join_as_unscored_positives(setting, tmp_path):
     data, questions, candidates, source = setting
     chat = CountingChat()
     teacher = G2RTeacher(source, chat, prompt="Answer {question} ({answer})", min_chars=10, cache_dir=str(tmp_path))
     q1, q2 = teacher.score(questions, candidates, data)
     assert q1.candidate_ids == ["p0", "p1", "p2", "p3", "g2r:q1:0"]  # gold outside the pool, then the unit
     assert q1.positive_ids == ("p3", "g2r:q1:0")
-    np.testing.assert_allclose(q1.scores, [-3.0, -1.0, -2.0, -1.0, -1.0])  # model level kept; positives at best
+    # model level kept; the gold outside the pool and the unit carry no score: the teacher never scored them
+    np.testing.assert_allclose(q1.scores, [-3.0, -1.0, -2.0, -np.inf, -np.inf])
     assert data.passage("g2r:q1:0").text.endswith("Answer who built it? (Ada)")  # readable for training…
     assert "g2r:q1:0" not in {p.id for p in data.corpus}  # …never indexed
     assert q2.positive_ids == ("p1",)  # its generation was blank: dropped, counted
     figures = teacher.metrics()
     assert figures["g2r/units_kept"] == 1 and figures["g2r/units_dropped"] == 1 and figures["g2r/units_generated"] == 2
     assert figures["g2r/units_with_answer"] == 1.0  # the kept unit repeats the prompt, which names "Ada"
+
+
+def test_the_kd_term_reads_only_what_the_teacher_scored(setting, tmp_path):
+    """Through the batch layout and kl_multi_positive_infonce: units change the contrastive term only."""
+    from ragdistill.losses import KLDistillLoss, MultiPositiveInfoNCELoss, kl_distill
+    from ragdistill.retriever.in_batch import layout_scores
+
+    data, questions, candidates, source = setting
+    teacher = G2RTeacher(
+        source, CountingChat(), prompt="Answer {question} ({answer})", min_chars=10, cache_dir=str(tmp_path)
+    )
+    q1 = teacher.score(questions, candidates, data)[0]
+    scores = torch.tensor(q1.scores)[None]  # [1, 5]
+    positive = torch.tensor(q1.positive_mask)[None]
+    layout = layout_scores(
+        scores, torch.ones_like(positive), positive, [q1.candidate_ids], [set(q1.positive_ids)], True
+    )
+    student = torch.tensor([[0.1, 0.4, 0.2, 0.9, 0.8]], requires_grad=True)
+    kd = KLDistillLoss()(student, layout.teacher_scores, layout.mask, layout.positive_mask)
+    assert torch.allclose(kd, kl_distill(student[:, :3], scores[:, :3], None, tau_student=0.05, tau_teacher=1.0))
+    (grad,) = torch.autograd.grad(kd, student)
+    assert torch.all(grad[0, 3:] == 0)  # no invented score pulls (or pushes) the gold passage or the unit
+    contrastive = MultiPositiveInfoNCELoss()(student, layout.teacher_scores, layout.mask, layout.positive_mask)
+    (grad,) = torch.autograd.grad(contrastive, student)
+    assert torch.all(grad[0, 3:] < 0)  # both positives are pulled in by the contrastive term
+
+
+def test_index_generated_adds_the_units_to_the_retrievable_corpus(setting, tmp_path):
+    data, questions, candidates, source = setting
+    before = len(data.corpus)
+    teacher = G2RTeacher(
+        source,
+        CountingChat(),
+        prompt="Answer {question} ({answer})",
+        min_chars=10,
+        cache_dir=str(tmp_path),
+        index_generated=True,
+    )
+    teacher.score(questions, candidates, data)
+    assert [p.id for p in data.corpus[before:]] == ["g2r:q1:0"]  # G2R's augmented response set
+    assert data.passage("g2r:q1:0").text.endswith("(Ada)")
 
 
 def test_model_level_only_and_data_level_switches(setting, tmp_path):

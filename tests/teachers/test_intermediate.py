@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import kendalltau
 
+from ragdistill.candidates.base import RankedList
+from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.losses.listmle import list_mle
 from ragdistill.pipeline import train
+from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.intermediate import (
     IntermediateTeacher,
     _agreement,
@@ -162,3 +167,87 @@ def test_ranker_overfit_warning_only_when_held_out_loss_exceeds_uniform():
     assert warning is not None and "memorised its 80 training orders" in warning and "10.470" in warning
     assert ranker_overfit_warning(figures | {"ranker/val_loss": 4.44}) is None
     assert ranker_overfit_warning({"ranker/val_loss": 10.0}) is None  # no held-out questions: no bar
+
+
+FILLER = ["apple", "river", "stone", "cloud", "table", "green", "music", "paper", "window", "garden", "lamp", "chair"]
+MARKER = "zebra"
+
+
+def _marker_pools(questions: int, k: int, seed: int):
+    """Questions whose K candidates hold 0..K-1 copies of a marker word among ten filler words, in shuffled order.
+
+    Returns the data, the questions, their candidates and each passage's marker count (the learnable rule).
+    """
+    rng = random.Random(seed)
+    corpus, asked, candidates, counts = [], [], {}, {}
+    for qi in range(questions):
+        copies = list(range(k))
+        rng.shuffle(copies)
+        ids = []
+        for ci, count in enumerate(copies):
+            words = [rng.choice(FILLER) for _ in range(10)]
+            for position in rng.sample(range(10), count):
+                words[position] = MARKER
+            pid = f"q{qi}-p{ci}"
+            corpus.append(Passage(pid, " ".join(words)))
+            ids.append(pid)
+            counts[pid] = count
+        question = Question(f"q{qi}", f"which passage is question {qi} about?")
+        asked.append(question)
+        candidates[question.id] = RankedList(ids, np.zeros(k))
+    return RetrievalData("markers", corpus, asked, []), asked, candidates, counts
+
+
+class _NoSource(Teacher):
+    """Stage 0 comes from the test itself: ``derive`` is handed the orders, the source is never asked."""
+
+    def score(self, questions, candidates, data):  # pragma: no cover - never called
+        raise AssertionError("derive() must not rescore stage 0")
+
+
+def _distil_marker_rule(tmp_path, tiny_encoder_dir, direction: float):
+    """Train the ranker on stage-0 orders ``direction × marker count`` (48 questions); score 40 unseen questions.
+
+    Returns the teacher's figures and, over the unseen questions, the mean Kendall τ between the ranker's
+    scores and the marker counts, and how often its top candidate is the one with the most markers.
+    """
+    k, ranked, total = 4, 48, 88
+    data, questions, candidates, counts = _marker_pools(total, k, seed=0)
+    stage0 = [
+        TeacherSignal(q.id, candidates[q.id].ids, np.array([direction * counts[p] for p in candidates[q.id].ids]))
+        for q in questions[:ranked]
+    ]
+    teacher = IntermediateTeacher(
+        _NoSource(),
+        num_candidates=k,
+        ranker_path=str(tiny_encoder_dir),
+        max_length=32,
+        epochs=3,
+        batch_size=8,
+        lr=3e-3,
+        val_size=8,
+        precision="32-true",
+        accelerator="cpu",
+        cache_dir=str(tmp_path),
+    )
+    scored = teacher.derive(stage0, questions, candidates, data)
+    assert [s.qid for s in scored] == [q.id for q in questions]  # stage 2 labels every question
+    unseen = scored[ranked:]  # neither trained on nor held out: new passages, same rule
+    taus = [kendalltau([counts[pid] for pid in s.candidate_ids], s.scores).statistic for s in unseen]
+    top1 = [counts[s.candidate_ids[int(np.argmax(s.scores))]] == k - 1 for s in unseen]
+    return teacher.metrics(), float(np.mean(taus)), float(np.mean(top1))
+
+
+def test_the_ranker_learns_a_known_stage0_order(tmp_path, tiny_encoder_dir):
+    """Stage 0 ranks passages by how many marker words they hold; the ranker must rank unseen pools the same way."""
+    figures, tau, top1 = _distil_marker_rule(tmp_path, tiny_encoder_dir, direction=1.0)
+    assert tau > 0.6 and top1 > 0.8, (tau, top1)
+    assert figures["ranker/kendall_tau"] > 0.6 and figures["ranker/top1_agrees"] > 0.8  # agrees with stage 0
+    assert figures["ranker/val_loss"] < figures["ranker/uniform_val_loss"] / 2  # far better than saying nothing
+
+
+def test_a_reversed_stage0_order_gives_a_reversed_ranker(tmp_path, tiny_encoder_dir):
+    """The same pools, stage 0 now preferring fewer markers: the ranker follows stage 0, against the marker rule."""
+    figures, tau, top1 = _distil_marker_rule(tmp_path, tiny_encoder_dir, direction=-1.0)
+    assert tau < -0.6 and top1 < 0.2, (tau, top1)
+    assert figures["ranker/kendall_tau"] > 0.6 and figures["ranker/top1_agrees"] > 0.8  # still agrees with stage 0

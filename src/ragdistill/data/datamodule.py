@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -15,6 +16,9 @@ from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
 
 logger = logging.getLogger(__name__)
+
+CONTRASTIVE_GROUP_SIZE = 2
+"""Passages per question for a single-positive loss when none is set: 1 positive + 1 hard negative, as DPR."""
 
 
 def select_group(
@@ -130,6 +134,25 @@ class EpochSampler(DistributedSampler):
         return iter(indices[skip:])
 
 
+def _warn_if_cut(signals: list[TeacherSignal], group_size: int | None) -> None:
+    """Log what ``group_size`` cuts from the teacher's scored pools, for a loss that learns their scores."""
+    if group_size is None:
+        return
+    judged = [int(np.isfinite(signal.scores).sum()) for signal in signals]
+    cut = [count for count in judged if count > group_size]
+    if cut:
+        logger.warning(
+            "datamodule.group_size=%d keeps %d of the up to %d candidates the teacher scored for %d of %d "
+            "questions: the loss learns a cut distribution, not the teacher's (datamodule.group_size=null "
+            "keeps the whole pool)",
+            group_size,
+            group_size,
+            max(cut),
+            len(cut),
+            len(signals),
+        )
+
+
 def _pad(rows: list[list[Any]], width: int, fill: Any) -> list[list[Any]]:
     return [row + [fill] * (width - len(row)) for row in rows]
 
@@ -152,17 +175,25 @@ def collate_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
 class DistillationDataModule(pl.LightningDataModule):
     """Serve teacher signals to the retriever; a fixed slice of them is held out for validation.
 
+    Which passages a question brings depends on what the loss learns (the pipeline says, from the loss
+    module's ``reads_teacher_scores`` and ``single_positive``): a loss that learns the teacher's grading gets
+    each question's whole scored pool, so it distils the distribution the teacher gave; a single-positive loss
+    (InfoNCE) gets 1 positive + 1 hard negative, as DPR; a multi-positive loss gets every positive and every
+    other candidate (AAR). A ``group_size`` that cuts a scored pool is logged as a warning with what it cut.
+
     Args:
         signals: One teacher signal per training question.
         data: The data set (for question and passage texts).
         batch_size: Questions per batch (each brings ``group_size`` passages).
-        group_size: Passages per question: 1 positive + hard negatives, or the top distillation candidates;
-            ``None`` = all K candidates of each signal.
-        positives_per_group: Positives per group for teachers that mark several (AAR): 1 for single-positive
-            losses (InfoNCE), ``None`` = all for ``multi_positive_infonce``.
+        group_size: Passages per question: positives + hard negatives, or the first distillation candidates;
+            ``None`` = what the loss needs (see above).
+        positives_per_group: Positives per group for teachers that mark several (AAR, G2R); ``None`` = what
+            the loss needs: 1 for single-positive losses (InfoNCE), all for the others.
         val_size: Signals held out (chosen at random with ``seed``) for ``val/loss`` and ``val/acc@1``.
         num_workers: DataLoader workers (0 keeps runs bit-reproducible on CPU).
         seed: Seed for the split, the shuffling and the negative sampling.
+        reads_teacher_scores: Whether the loss learns the teacher's scores (KL, ListNet, ListMLE, ...).
+        single_positive: Whether the loss needs exactly one positive per row (InfoNCE).
     """
 
     def __init__(
@@ -170,17 +201,25 @@ class DistillationDataModule(pl.LightningDataModule):
         signals: list[TeacherSignal],
         data: RetrievalData,
         batch_size: int = 16,
-        group_size: int | None = 2,
-        positives_per_group: int | None = 1,
+        group_size: int | None = None,
+        positives_per_group: int | None = None,
         val_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        reads_teacher_scores: bool = True,
+        single_positive: bool = False,
     ) -> None:
         super().__init__()
         if not signals:
             raise ValueError("no teacher signals to train on (did the teacher drop every question?)")
         if (group_size is not None and group_size < 1) or batch_size < 1:
             raise ValueError(f"batch_size and group_size must be >= 1, got {batch_size} and {group_size}")
+        if reads_teacher_scores:
+            _warn_if_cut(signals, group_size)
+        elif group_size is None and single_positive:
+            group_size = CONTRASTIVE_GROUP_SIZE
+        if positives_per_group is None and single_positive:
+            positives_per_group = 1
         order = list(range(len(signals)))
         random.Random(seed).shuffle(order)
         val_size = min(val_size, len(signals) // 5)  # never hold out more than a fifth
@@ -195,11 +234,12 @@ class DistillationDataModule(pl.LightningDataModule):
         self.seed = seed
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) from a resume checkpoint
         logger.info(
-            "Data module: %d training / %d validation signals, batch %d × group %s",
+            "Data module: %d training / %d validation signals, batch %d × group %s, positives per group %s",
             len(self.train_signals),
             len(self.val_signals),
             batch_size,
-            group_size or "all K",
+            group_size or "all K (the whole scored pool)",
+            positives_per_group or "all",
         )
 
     def train_dataloader(self) -> DataLoader:

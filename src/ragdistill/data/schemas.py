@@ -80,6 +80,21 @@ class RetrievalData:
             raise ValueError(f"training-only passage ids clash with corpus ids: {clashes[:5]}")
         self._training_only.update((p.id, p) for p in passages)
 
+    def add_corpus_passages(self, passages: list[Passage]) -> None:
+        """Append ``passages`` to :attr:`corpus`, so every index built from now on holds them.
+
+        For methods that augment the retrievable set itself (G2R's data level with ``index_generated``):
+        the passages become documents a user can retrieve, and evaluation searches them.
+
+        Raises:
+            ValueError: If an id is already a passage (corpus or training-only).
+        """
+        clashes = [p.id for p in passages if p.id in self._corpus_by_id() or p.id in self._training_only]
+        if clashes:
+            raise ValueError(f"new corpus passage ids clash with existing ids: {clashes[:5]}")
+        self.corpus.extend(passages)
+        self._by_id = {}
+
     def _corpus_by_id(self) -> dict[str, Passage]:
         if not self._by_id:
             self._by_id = {p.id: p for p in self.corpus}

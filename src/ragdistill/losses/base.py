@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -65,6 +65,18 @@ class ScoreLoss(nn.Module, ABC):
 
     citation: ClassVar[str]
 
+    reads_teacher_scores: ClassVar[bool] = False
+    """Whether the loss learns the teacher's grading of the candidates (KL, ListNet, ListMLE, RankNet,
+    Margin-MSE). The data module then gives each question its whole scored pool unless told otherwise, and
+    warns when ``datamodule.group_size`` cuts it."""
+
+    needs_positives: ClassVar[bool] = False
+    """Whether the loss reads ``positive_mask`` (InfoNCE, multi-positive InfoNCE): a teacher that marks no
+    positives (an LM grading candidates) cannot train it, which the pipeline says before any LM work."""
+
+    single_positive: ClassVar[bool] = False
+    """Whether each row must hold exactly one positive (InfoNCE): the data module then draws one per group."""
+
     def forward(
         self,
         student_scores: Tensor,
@@ -102,14 +114,20 @@ class SoftTargetLoss(ScoreLoss):
     Args:
         tau_student: τ_s; 0.05 (scale 20, as InfoNCE) lets cosine scores in [-1, 1] form a peaked softmax.
         tau_teacher: τ_t; 1.0 keeps an LM teacher's log-probabilities as the LM's own normalised likelihoods.
+        in_batch_negatives: Spread the student's softmax over the batch's other passages too (teacher
+            probability 0 there). Off by default: the papers match student and teacher over the same K
+            candidates; in-batch negatives belong in a separately weighted contrastive term (``kl_infonce``).
     """
 
-    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0) -> None:
+    reads_teacher_scores = True
+
+    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0, in_batch_negatives: bool = False) -> None:
         super().__init__()
         self.tau_student = check_positive("loss.tau_student", tau_student)
         self.tau_teacher = check_positive("loss.tau_teacher", tau_teacher)
+        self.in_batch_negatives = in_batch_negatives
 
     @property
-    def temperatures(self) -> dict[str, float]:
-        """``{"tau_student": τ_s, "tau_teacher": τ_t}``, the keyword arguments of the soft-target functions."""
-        return {"tau_student": self.tau_student, "tau_teacher": self.tau_teacher}
+    def temperatures(self) -> dict[str, Any]:
+        """The keyword arguments of the soft-target functions: ``tau_student``, ``tau_teacher``, ``in_batch``."""
+        return {"tau_student": self.tau_student, "tau_teacher": self.tau_teacher, "in_batch": self.in_batch_negatives}

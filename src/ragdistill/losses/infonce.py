@@ -64,6 +64,9 @@ class InfoNCELoss(TemperatureLoss):
   author={Karpukhin, Vladimir and O{\\u{g}}uz, Barlas and Min, Sewon and others},
   booktitle={EMNLP}, year={2020}, note={arXiv:2004.04906}}"""
 
+    needs_positives = True
+    single_positive = True
+
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar InfoNCE loss (``teacher_scores`` is unused: only positives matter)."""
         return info_nce(inputs.student_scores, inputs.positives, inputs.mask, temperature=self.temperature)

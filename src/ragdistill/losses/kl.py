@@ -10,13 +10,21 @@ from ragdistill.losses.masking import mean_over_rows, soft_distributions
 
 
 def kl_distill(
-    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, tau_student: float, tau_teacher: float
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    mask: Tensor | None,
+    *,
+    tau_student: float,
+    tau_teacher: float,
+    in_batch: bool = False,
+    positive_mask: Tensor | None = None,
 ) -> Tensor:
-    """Mean over rows of ``KL(p_t ‖ p_s)`` between the teacher's and the student's softmax over the mask.
+    """Mean over rows of ``KL(p_t ‖ p_s)`` between the teacher's and the student's softmax over the candidates.
 
-    Formula: ``L = 1/|V| Σ_{b∈V} Σ_j p_t,bj (log p_t,bj - log p_s,bj)`` with ``p_s = softmax(s/τ_s)`` over the
-    masked-in columns, ``p_t = softmax(t/τ_t)`` over the judged ones (a ``-inf`` in-batch column gets
-    ``p_t = 0``, so the student is pushed to put no mass on it), and ``V`` the rows with a judged column.
+    Formula: ``L = 1/|V| Σ_{b∈V} Σ_{j∈J_b} p_t,bj (log p_t,bj - log p_s,bj)`` with ``J_b`` the row's judged
+    columns (the teacher gave them a finite score), ``p_t = softmax_J(t/τ_t)``, ``p_s = softmax_J(s/τ_s)``,
+    and ``V`` the rows with a judged column. With ``in_batch`` the student's softmax also runs over the
+    row's unjudged columns (in-batch negatives, ``p_t = 0``), so the student is pushed to put no mass on them.
 
     Args:
         student_scores: Student similarities (cosines for a normalised retriever).
@@ -25,9 +33,12 @@ def kl_distill(
         mask: True where a column takes part; False columns have no influence. ``None`` = all columns.
         tau_student: τ_s dividing the student scores.
         tau_teacher: τ_t dividing the teacher scores.
+        in_batch: The student's softmax over the in-batch columns too (not in the papers; see ``student_columns``).
+        positive_mask: True at the row's positives: with ``in_batch``, an unjudged positive stays out.
 
     Shapes:
-        student_scores, teacher_scores, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+        student_scores, teacher_scores, mask, positive_mask: ``[B, N]`` (N = group size, or B·G with in-batch
+        negatives).
 
     Returns:
         Scalar loss; a zero attached to the graph when no row has a judged column.
@@ -36,7 +47,13 @@ def kl_distill(
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
     log_p_s, p_t, valid = soft_distributions(
-        student_scores, teacher_scores, mask, tau_student=tau_student, tau_teacher=tau_teacher
+        student_scores,
+        teacher_scores,
+        mask,
+        tau_student=tau_student,
+        tau_teacher=tau_teacher,
+        in_batch=in_batch,
+        positive_mask=positive_mask,
     )
     # xlogy: a teacher probability that underflows to 0 contributes 0, never 0 · -inf
     per_row = (torch.special.xlogy(p_t, p_t) - p_t * log_p_s).sum(dim=1)  # [B]
@@ -52,6 +69,8 @@ class KLDistillLoss(SoftTargetLoss):
             candidates.
         tau_teacher: τ_t; 1.0 keeps an LM teacher's log-probabilities as they are, i.e. ``p_t`` is the LM's
             own normalised likelihood of the answer given each passage (Atlas' and REPLUG's choice).
+        in_batch_negatives: Also spread the student's softmax over the batch's other passages (``loss=kl_in_batch``,
+            this project's form before it followed the papers); off: both softmaxes over the same K candidates.
 
     References:
         Izacard & Grave, Distilling Knowledge from Reader to Retriever for Question Answering, ICLR 2021,
@@ -78,4 +97,6 @@ class KLDistillLoss(SoftTargetLoss):
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar KL loss (``positive_mask`` is unused: the teacher's scores say everything)."""
-        return kl_distill(inputs.student_scores, inputs.teacher, inputs.mask, **self.temperatures)
+        return kl_distill(
+            inputs.student_scores, inputs.teacher, inputs.mask, positive_mask=inputs.positive_mask, **self.temperatures
+        )

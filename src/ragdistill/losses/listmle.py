@@ -11,14 +11,22 @@ from ragdistill.losses.masking import mean_over_rows, ranking_inputs
 
 
 def list_mle(
-    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, temperature: float, top_k: int | None = None
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    mask: Tensor | None,
+    *,
+    temperature: float,
+    top_k: int | None = None,
+    in_batch: bool = False,
+    positive_mask: Tensor | None = None,
 ) -> Tensor:
     """Mean over rows of the negative Plackett–Luce log-likelihood of the teacher's order (or of its top k).
 
-    Formula: with ``π`` the judged columns sorted by teacher score (descending) and ``U`` the row's in-batch
-    (``-inf``) columns, ``L_b = -Σ_k [ s_π(k)/τ - log( Σ_{j≥k} exp(s_π(j)/τ) + Σ_{u∈U} exp(s_u/τ) ) ]``,
-    averaged over the rows with a judged column. In-batch columns are never a position of their own: they
-    form an unordered tail that sits in every normaliser, so each judged candidate must beat all of them.
+    Formula: with ``π`` the judged columns sorted by teacher score (descending),
+    ``L_b = -Σ_k [ s_π(k)/τ - log Σ_{j≥k} exp(s_π(j)/τ) ]``, averaged over the rows with a judged column: the
+    likelihood of the teacher's permutation of its own candidates (Xia et al.). With ``in_batch`` the row's
+    in-batch (``-inf``) columns ``U`` join every normaliser, ``+ Σ_{u∈U} exp(s_u/τ)``, as an unordered tail
+    that each judged candidate must beat; they are never a position of their own.
     Teacher ties are broken in column order; the likelihood of a tied pair depends on that order, which
     is as arbitrary as any other. With ``top_k`` the sum runs over the first ``k`` positions only (top-k
     ListMLE, Xia et al. 2009): the student must put the teacher's top k first and in order, and the order
@@ -32,9 +40,12 @@ def list_mle(
         temperature: τ dividing the student scores.
         top_k: Positions of the teacher's order that count (``None``: all; ``1`` is InfoNCE on the teacher's
             top-1 against every other column).
+        in_batch: Put the in-batch columns into every normaliser (not in the paper; see ``student_columns``).
+        positive_mask: True at the row's positives: with ``in_batch``, an unjudged positive stays out.
 
     Shapes:
-        student_scores, teacher_scores, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+        student_scores, teacher_scores, mask, positive_mask: ``[B, N]`` (N = group size, or B·G with in-batch
+        negatives).
 
     Returns:
         Scalar loss (a sum over positions per row, as in the paper); a zero attached to the graph when no
@@ -45,7 +56,9 @@ def list_mle(
             the mask.
     """
     check_top_k("loss.top_k", top_k)
-    logits, teacher, mask, judged = ranking_inputs(student_scores, teacher_scores, mask, temperature=temperature)
+    logits, teacher, mask, judged = ranking_inputs(
+        student_scores, teacher_scores, mask, temperature=temperature, in_batch=in_batch, positive_mask=positive_mask
+    )
     # Sort key: excluded columns first (+inf), so they sit in no judged position's suffix; then the judged
     # columns by teacher score; then the in-batch tail (-inf), which sits in every judged suffix.
     key = torch.where(judged, teacher, torch.where(mask, float("-inf"), float("inf")))  # [B, N]
@@ -67,6 +80,7 @@ class ListMLELoss(TemperatureLoss):
         temperature: τ; 0.05 (as InfoNCE). Cosine scores lie in [-1, 1]: at τ = 1 no Plackett–Luce choice can
             be more than ``e²`` likelier than another, so the loss stays near ``log N!`` whatever the order.
         top_k: Only the teacher's first ``k`` positions are taught (top-k ListMLE); ``None``: the whole order.
+        in_batch_negatives: Also put the batch's other passages into every normaliser; off by default.
 
     References:
         Xia et al., Listwise Approach to Learning to Rank: Theory and Algorithm, ICML 2008.
@@ -86,12 +100,21 @@ class ListMLELoss(TemperatureLoss):
   author={Xia, Fen and Liu, Tie-Yan and Li, Hang},
   booktitle={NeurIPS}, year={2009}}"""
 
-    def __init__(self, temperature: float = 0.05, top_k: int | None = None) -> None:
+    reads_teacher_scores = True
+
+    def __init__(self, temperature: float = 0.05, top_k: int | None = None, in_batch_negatives: bool = False) -> None:
         super().__init__(temperature)
         self.top_k = check_top_k("loss.top_k", top_k)
+        self.in_batch_negatives = in_batch_negatives
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar ListMLE loss (``positive_mask`` is unused)."""
         return list_mle(
-            inputs.student_scores, inputs.teacher, inputs.mask, temperature=self.temperature, top_k=self.top_k
+            inputs.student_scores,
+            inputs.teacher,
+            inputs.mask,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            in_batch=self.in_batch_negatives,
+            positive_mask=inputs.positive_mask,
         )

@@ -9,13 +9,20 @@ from ragdistill.losses.masking import mean_over_rows, soft_distributions
 
 
 def list_net(
-    student_scores: Tensor, teacher_scores: Tensor, mask: Tensor | None, *, tau_student: float, tau_teacher: float
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    mask: Tensor | None,
+    *,
+    tau_student: float,
+    tau_teacher: float,
+    in_batch: bool = False,
+    positive_mask: Tensor | None = None,
 ) -> Tensor:
     """Mean over rows of the top-one cross entropy ``-Σ_j p_t,j log p_s,j``.
 
-    Formula: ``L = -1/|V| Σ_{b∈V} Σ_j p_t,bj log p_s,bj`` with ``p_s = softmax(s/τ_s)`` over the masked-in
-    columns, ``p_t = softmax(t/τ_t)`` over the judged ones (``-inf`` in-batch columns get ``p_t = 0``), and
-    ``V`` the rows with a judged column.
+    Formula: ``L = -1/|V| Σ_{b∈V} Σ_{j∈J_b} p_t,bj log p_s,bj`` with ``J_b`` the row's judged columns,
+    ``p_t = softmax_J(t/τ_t)``, ``p_s = softmax_J(s/τ_s)`` (with ``in_batch`` also over the row's in-batch
+    columns, where ``p_t = 0``), and ``V`` the rows with a judged column.
 
     Args:
         student_scores: Student similarities (cosines for a normalised retriever).
@@ -24,9 +31,12 @@ def list_net(
         mask: True where a column takes part; False columns have no influence. ``None`` = all columns.
         tau_student: τ_s dividing the student scores.
         tau_teacher: τ_t dividing the teacher scores.
+        in_batch: The student's softmax over the in-batch columns too (see ``student_columns``).
+        positive_mask: True at the row's positives: with ``in_batch``, an unjudged positive stays out.
 
     Shapes:
-        student_scores, teacher_scores, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
+        student_scores, teacher_scores, mask, positive_mask: ``[B, N]`` (N = group size, or B·G with in-batch
+        negatives).
 
     Returns:
         Scalar loss (its minimum is the teacher entropy, not 0); a zero attached to the graph when no row
@@ -36,7 +46,13 @@ def list_net(
         ValueError: Bad shapes, a temperature ``<= 0``, or a NaN / ``+inf`` teacher score inside the mask.
     """
     log_p_s, p_t, valid = soft_distributions(
-        student_scores, teacher_scores, mask, tau_student=tau_student, tau_teacher=tau_teacher
+        student_scores,
+        teacher_scores,
+        mask,
+        tau_student=tau_student,
+        tau_teacher=tau_teacher,
+        in_batch=in_batch,
+        positive_mask=positive_mask,
     )
     per_row = -(p_t * log_p_s).sum(dim=1)  # [B]
     return mean_over_rows(per_row, valid)
@@ -48,6 +64,7 @@ class ListNetLoss(SoftTargetLoss):
     Args:
         tau_student: τ_s; 0.05 (as InfoNCE and KL) so cosine scores can form a peaked softmax.
         tau_teacher: τ_t; 1.0 keeps LM log-probabilities as the LM's own normalised likelihoods.
+        in_batch_negatives: Also spread the student's softmax over the batch's other passages; off by default.
 
     References:
         Cao et al., Learning to Rank: From Pairwise Approach to Listwise Approach, ICML 2007.
@@ -63,4 +80,6 @@ class ListNetLoss(SoftTargetLoss):
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar ListNet loss (``positive_mask`` is unused)."""
-        return list_net(inputs.student_scores, inputs.teacher, inputs.mask, **self.temperatures)
+        return list_net(
+            inputs.student_scores, inputs.teacher, inputs.mask, positive_mask=inputs.positive_mask, **self.temperatures
+        )

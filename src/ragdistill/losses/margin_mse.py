@@ -87,6 +87,8 @@ class MarginMSELoss(ScoreLoss):
     and Hanbury, Allan},
   journal={arXiv preprint arXiv:2010.02666}, year={2020}}"""
 
+    reads_teacher_scores = True
+
     def __init__(self, student_scale: float = 20.0) -> None:
         super().__init__()
         self.student_scale = check_positive("loss.student_scale", student_scale)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ragdistill.losses.base import LossInputs, TemperatureLoss
 from ragdistill.losses.checks import check_positive, check_score_shapes
-from ragdistill.losses.masking import resolve_mask, tempered_logits
+from ragdistill.losses.masking import mean_over_rows, resolve_mask, tempered_logits
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS = ("mean", "sum")
@@ -28,6 +28,7 @@ def multi_positive_info_nce(
     *,
     temperature: float = 0.05,
     reduction: Reduction = "mean",
+    skip_rows_without_positive: bool = False,
 ) -> Tensor:
     """Mean over rows of a contrastive loss with every positive of the row against its negatives.
 
@@ -35,7 +36,8 @@ def multi_positive_info_nce(
     ``"mean"``: ``L_b = -1/|P| Σ_{p∈P} [ x_p - log(exp(x_p) + Σ_{n∈N} exp(x_n)) ]``, each positive against the
     negatives only, the other positives left out of its denominator;
     ``"sum"`` (MIL-NCE): ``L_b = -[ log Σ_{p∈P} exp(x_p) - log Σ_{j∈P∪N} exp(x_j) ]``.
-    With exactly one positive both equal ``info_nce``.
+    With exactly one positive both equal ``info_nce``. ``L`` averages ``L_b`` over the rows (with
+    ``skip_rows_without_positive``, over the rows that hold a positive).
 
     Args:
         student_scores: Student similarities (cosines for a normalised retriever).
@@ -44,16 +46,18 @@ def multi_positive_info_nce(
         temperature: τ dividing the student scores.
         reduction: ``"mean"`` trains every positive to beat the negatives; ``"sum"`` is satisfied once the
             positives together hold the mass, so it may settle on the easiest positive.
+        skip_rows_without_positive: A row without a positive adds nothing (G2R: a question whose generated
+            unit was dropped learns from the KD term alone) instead of raising.
 
     Shapes:
         student_scores, positive_mask, mask: ``[B, N]`` (N = group size, or B·G with in-batch negatives).
 
     Returns:
-        Scalar loss.
+        Scalar loss; a zero attached to the graph when no row may be used.
 
     Raises:
-        ValueError: Bad shapes, a temperature ``<= 0``, an unknown reduction, or a row without a positive
-            inside the mask.
+        ValueError: Bad shapes, a temperature ``<= 0``, an unknown reduction, or (unless
+            ``skip_rows_without_positive``) a row without a positive inside the mask.
     """
     check_score_shapes(student_scores, positive_mask=positive_mask, mask=mask)
     check_positive("temperature", temperature)
@@ -61,7 +65,8 @@ def multi_positive_info_nce(
     mask = resolve_mask(mask, student_scores)
     positives = positive_mask.bool() & mask  # [B, N]
     per_row = positives.sum(dim=1)  # [B]
-    if not torch.all(per_row >= 1):
+    valid = per_row >= 1  # [B]
+    if not skip_rows_without_positive and not torch.all(valid):
         bad = int((per_row == 0).nonzero()[0, 0])
         raise ValueError(
             f"multi_positive_info_nce expects at least one unmasked positive per row; row {bad} has none. "
@@ -70,15 +75,16 @@ def multi_positive_info_nce(
     negatives = mask & ~positives  # [B, N]
     logits = tempered_logits(student_scores, mask, temperature)  # [B, N]
     if reduction == "sum":
-        positive_lse = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)  # [B]
+        # rows without a positive: a finite dummy, left out by mean_over_rows
+        positive_lse = torch.where(valid[:, None] & ~positives, float("-inf"), logits).logsumexp(dim=1)  # [B]
         all_lse = logits.masked_fill(~mask, float("-inf")).logsumexp(dim=1)  # [B]
-        return (all_lse - positive_lse).mean()
+        return mean_over_rows(all_lse - positive_lse, valid)
     has_negative = negatives.any(dim=1)  # [B]
     # rows without a negative: logsumexp over finite dummies, then -inf (each positive is alone: loss 0)
     negative_lse = torch.where(has_negative[:, None], logits.masked_fill(~negatives, float("-inf")), 0.0)
     negative_lse = torch.where(has_negative, negative_lse.logsumexp(dim=1), float("-inf"))  # [B]
     per_positive = torch.logaddexp(logits, negative_lse[:, None]) - logits  # [B, N]
-    return (torch.where(positives, per_positive, 0.0).sum(dim=1) / per_row).mean()
+    return mean_over_rows(torch.where(positives, per_positive, 0.0).sum(dim=1) / per_row.clamp(min=1), valid)
 
 
 class MultiPositiveInfoNCELoss(TemperatureLoss):
@@ -88,6 +94,8 @@ class MultiPositiveInfoNCELoss(TemperatureLoss):
         temperature: τ; 0.05 (sentence-transformers' scale 20), as ``InfoNCELoss``, for cosine scores.
         reduction: ``"mean"`` (default): every positive must beat the negatives on its own, which is what AAR's
             several LM-preferred passages ask for; ``"sum"``: MIL-NCE, the positives' mass together.
+        skip_rows_without_positive: Let a row without a positive add nothing instead of raising (for a
+            weighted sum whose other term trains that row, as G2R's KD term does).
 
     References:
         Yu et al., Augmentation-Adapted Retriever Improves Generalization of Language Models as Generic
@@ -108,13 +116,23 @@ class MultiPositiveInfoNCELoss(TemperatureLoss):
     and Zisserman, Andrew},
   booktitle={CVPR}, year={2020}, note={arXiv:1912.06430}}"""
 
-    def __init__(self, temperature: float = 0.05, reduction: Reduction = "mean") -> None:
+    needs_positives = True
+
+    def __init__(
+        self, temperature: float = 0.05, reduction: Reduction = "mean", skip_rows_without_positive: bool = False
+    ) -> None:
         super().__init__(temperature)
         check_reduction("loss.reduction", reduction)
         self.reduction: Reduction = reduction
+        self.skip_rows_without_positive = skip_rows_without_positive
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return the scalar loss (``teacher_scores`` is unused: only the positives matter)."""
         return multi_positive_info_nce(
-            inputs.student_scores, inputs.positives, inputs.mask, temperature=self.temperature, reduction=self.reduction
+            inputs.student_scores,
+            inputs.positives,
+            inputs.mask,
+            temperature=self.temperature,
+            reduction=self.reduction,
+            skip_rows_without_positive=self.skip_rows_without_positive,
         )

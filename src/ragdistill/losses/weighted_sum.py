@@ -59,6 +59,21 @@ class WeightedSumLoss(ScoreLoss):
         self.weights = {str(name): float(weights[name]) for name in losses}
         self.components: dict[str, Tensor] = {}
 
+    @property
+    def reads_teacher_scores(self) -> bool:  # type: ignore[override]
+        """Whether any part learns the teacher's grading (then the whole scored pool is its default group)."""
+        return any(getattr(loss, "reads_teacher_scores", False) for loss in self.losses.values())
+
+    @property
+    def needs_positives(self) -> bool:  # type: ignore[override]
+        """Whether any part with a weight above 0 reads the positives."""
+        return any(getattr(loss, "needs_positives", False) and self.weights[n] > 0 for n, loss in self.losses.items())
+
+    @property
+    def single_positive(self) -> bool:  # type: ignore[override]
+        """Whether any part needs exactly one positive per row (then one is drawn per group)."""
+        return any(getattr(loss, "single_positive", False) for loss in self.losses.values())
+
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         """Return ``Σ_k w_k · L_k`` and set ``self.components`` to the detached ``L_k``."""
         tensors = (inputs.student_scores, inputs.teacher_scores, inputs.mask, inputs.positive_mask)

@@ -1,12 +1,16 @@
 """PEAR: find the attention heads that suppress copying from the context and turn them down (arXiv 2409.19745).
 
-1. Proxy task (:mod:`~ragdistill.reader.pear_copy`): random token sequences repeated; loss on the second half.
-2. Head scoring (:mod:`~ragdistill.reader.pear_scoring`): mean-ablate each of the L×H heads in turn;
-   Δ = copy loss ablated − clean. A head whose ablation *lowers* the loss (Δ < 0) suppresses copying.
-3. Re-weighting: one scalar per selected head (top-N by Δ ascending), initialised at 1, optimised on the
-   copy loss with the LM frozen.
-4. Folding (:func:`~ragdistill.reader.pear_heads.fold_coefficients`): multiply each head's ``o_proj``
-   columns by its scalar, so the reader runs the unmodified architecture at unchanged cost.
+1. Proxy task (:mod:`~ragdistill.reader.pear_copy`): random token sequences repeated.
+2. Head scoring (:mod:`~ragdistill.reader.pear_scoring`): mean-ablate each of the L×H heads in turn. By
+   default (the paper's metric) the score is the relative change of the target token's logit at the final
+   position, averaged over several sequence lengths; > 0 (ablating the head raises it) marks a suppression
+   head. This project's first metric, the fall of the mean copy loss over the second half at one length,
+   stays available (``head_metric="copy_loss"``).
+3. Re-weighting: one scalar per selected head (top-N by score), initialised at 1, optimised on the copy
+   loss with the LM frozen.
+4. Folding (:func:`~ragdistill.reader.pear_heads.fold_coefficients`): multiply the weights that read each
+   head's slice of the attention output projection by its scalar, so the reader runs the unmodified
+   architecture at unchanged cost.
 
 :func:`run_pear` ties 1–3 together and caches the result as a checksummed folder
 ``<cache_dir>/pear/<key>/`` (``coefficients.json`` + ``manifest.json``), keyed by the LM's fingerprint and the
@@ -32,16 +36,25 @@ from torch import nn
 
 from ragdistill.models.lm import LanguageModel
 from ragdistill.reader.artifact import intact_folder, save_folder
-from ragdistill.reader.pear_copy import copy_scores, copy_task
+from ragdistill.reader.pear_copy import CopyBatch, copy_scores, copy_task
 from ragdistill.reader.pear_heads import HeadId, fold_coefficients, head_layout, scaled_heads
-from ragdistill.reader.pear_scoring import HeadScore, learn_coefficients, score_heads, select_heads
+from ragdistill.reader.pear_scoring import (
+    HEAD_METRICS,
+    SCORE_PATHS,
+    HeadMetric,
+    HeadScore,
+    ScorePaths,
+    learn_coefficients,
+    score_heads,
+    select_heads,
+)
 from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.settings import dataclass_from_mapping
 
 logger = logging.getLogger(__name__)
 
-PEAR_FORMAT_VERSION = 1
+PEAR_FORMAT_VERSION = 2
 """Bump when the procedure or ``coefficients.json`` changes meaning: older cached folders then miss."""
 
 COEFFICIENTS_FILE = "coefficients.json"
@@ -52,13 +65,21 @@ class PearSettings:
     """What determines PEAR's coefficients (all part of the cache key).
 
     Attributes:
-        n_heads: Suppressing heads re-weighted at most (fewer when fewer heads have Δ < 0).
-        sequences: Copy-task sequences used to score heads and learn coefficients; as many held-out sequences
+        n_heads: Suppressing heads re-weighted at most (fewer when fewer heads have a score > 0).
+        sequences: Copy-task sequences the coefficients learn on (seed); as many held-out sequences
             (seed + 1) measure the accuracy before and after.
-        length: Tokens per half of a copy sequence.
+        length: Tokens per half of those sequences.
         steps: Adam steps on the coefficients (full batch).
         lr: Adam's learning rate.
         seed: Seed of the copy-task sequences.
+        head_metric: ``final_logit`` (the paper's: relative change of the final target logit) or
+            ``copy_loss`` (this project's first metric, behind the published ``benchmarks/results/pear*.md``).
+        score_lengths: Tokens per half of the scoring batches, one batch per length, scores averaged over them
+            (the authors' code: 10, 15, 25, 50); ``None`` scores on the learning sequences (``sequences`` ×
+            ``length``, one length), as this project did first.
+        score_sequences: Sequences per scoring length (seeds ``seed + 2``, ``seed + 3``, …).
+        score_paths: For ``final_logit``: ``direct`` (every other head frozen at its clean output, the
+            authors' path patching) or ``total`` (later heads react).
     """
 
     n_heads: int = 8
@@ -67,6 +88,10 @@ class PearSettings:
     steps: int = 30
     lr: float = 0.05
     seed: int = 0
+    head_metric: HeadMetric = "final_logit"
+    score_lengths: tuple[int, ...] | None = (10, 15, 25, 50)
+    score_sequences: int = 64
+    score_paths: ScorePaths = "direct"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PearSettings:
@@ -74,11 +99,29 @@ class PearSettings:
         return dataclass_from_mapping(cls, values, "PEAR settings")
 
     def __post_init__(self) -> None:
-        for name in ("n_heads", "sequences", "steps"):
+        if self.score_lengths is not None:  # a list from a config or coefficients.json: hashable and comparable
+            object.__setattr__(self, "score_lengths", tuple(int(n) for n in self.score_lengths))
+        for name in ("n_heads", "sequences", "steps", "score_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pear {name} must be >= 1, got {getattr(self, name)}")
         if self.length < 2 or self.lr <= 0:
             raise ValueError(f"pear length must be >= 2 and lr > 0, got {self.length} and {self.lr}")
+        if self.score_lengths is not None and (not self.score_lengths or min(self.score_lengths) < 2):
+            raise ValueError(f"pear score_lengths must be null or lengths >= 2, got {list(self.score_lengths)}")
+        if self.head_metric not in HEAD_METRICS or self.score_paths not in SCORE_PATHS:
+            raise ValueError(
+                f"pear head_metric must be one of {list(HEAD_METRICS)} and score_paths one of {list(SCORE_PATHS)}, "
+                f"got {self.head_metric!r} and {self.score_paths!r}"
+            )
+
+    def scoring_batches(self, vocab: Any, train: CopyBatch) -> list[CopyBatch]:
+        """The copy batches heads are scored on: one per ``score_lengths`` entry, or ``[train]`` when ``None``."""
+        if self.score_lengths is None:
+            return [train]
+        return [
+            copy_task(vocab, self.score_sequences, length, self.seed + 2 + i)
+            for i, length in enumerate(self.score_lengths)
+        ]
 
 
 @dataclass
@@ -86,8 +129,9 @@ class PearResult:
     """PEAR's coefficients and what made them; ``coefficients.json`` holds all but the last three fields.
 
     Attributes:
-        heads: The selected heads, most suppressing first, each with its learned coefficient (``value``).
-        scores: Every head's Δ copy loss, ascending.
+        heads: The selected heads, most suppressing first, each with its learned coefficient (``value``) and
+            its ``score``.
+        scores: Every head's score (``settings.head_metric``; > 0: suppressing), descending.
         settings: The settings that made them.
         lm: The LM's name and fingerprint.
         before: Held-out copy ``loss`` and ``accuracy`` of the LM as it is.
@@ -131,7 +175,7 @@ class PearResult:
             "settings": dataclasses.asdict(self.settings),
             "lm": self.lm,
             "copy_task": {"before": self.before, "after": self.after},
-            "head_scores": [[s.layer, s.head, s.delta] for s in self.scores],
+            "head_scores": [[s.layer, s.head, s.score] for s in self.scores],
         }
 
     @classmethod
@@ -139,7 +183,7 @@ class PearResult:
         """Read :meth:`to_json`'s output back."""
         return cls(
             heads=record["heads"],
-            scores=[HeadScore(int(layer), int(head), float(delta)) for layer, head, delta in record["head_scores"]],
+            scores=[HeadScore(int(layer), int(head), float(score)) for layer, head, score in record["head_scores"]],
             settings=PearSettings(**record["settings"]),
             lm=record["lm"],
             before=record["copy_task"]["before"],
@@ -208,21 +252,24 @@ def _compute(lm: LanguageModel, settings: PearSettings, progress: bool) -> PearR
     layout = head_layout(model)
     train = copy_task(lm.tokenizer, settings.sequences, settings.length, settings.seed)
     held_out = copy_task(lm.tokenizer, settings.sequences, settings.length, settings.seed + 1)
+    scoring = settings.scoring_batches(lm.tokenizer, train)
     logger.info(
-        "PEAR on <%s>: %d layers × %d heads, %d copy sequences of 2×%d tokens",
+        "PEAR on <%s>: %d layers × %d heads scored by %s at half-lengths %s; coefficients on %d sequences of 2×%d",
         lm.name,
         layout.num_layers,
         layout.num_heads,
+        settings.head_metric,
+        [batch.length for batch in scoring],
         settings.sequences,
         settings.length,
     )
     before = copy_scores(model, held_out)
-    scores = score_heads(model, train, layout, progress)
+    scores = score_heads(model, scoring, layout, progress, settings.head_metric, settings.score_paths)
     picked = select_heads(scores, settings.n_heads)
     values = learn_coefficients(model, train, [(s.layer, s.head) for s in picked], settings.steps, settings.lr, layout)
     with scaled_heads(layout, values):
         after = copy_scores(model, held_out)
-    heads = [{"layer": s.layer, "head": s.head, "value": values[(s.layer, s.head)], "delta": s.delta} for s in picked]
+    heads = [{"layer": s.layer, "head": s.head, "value": values[(s.layer, s.head)], "score": s.score} for s in picked]
     logger.info(
         "PEAR heads %s; held-out copy accuracy %.3f -> %.3f", [(s.layer, s.head) for s in picked], before[1], after[1]
     )

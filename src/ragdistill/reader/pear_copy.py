@@ -3,16 +3,24 @@
 Each example is ``[bos] s s`` with ``s`` ``length`` random tokens: after the first ``s`` nothing but the
 context tells the model what comes next, so the loss on the second half measures how well the model copies
 from its context, the ability RAG answers need. Random tokens carry no meaning the model could use instead.
+
+Two readings of it: :func:`copy_loss`, the cross-entropy over the whole second half (what the coefficients
+are trained on), and :class:`FinalPosition`, the logits at the last position only, where the model must
+produce the last token of ``s`` (what the paper scores heads by).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 """Label of positions without a loss (transformers' convention)."""
@@ -108,3 +116,78 @@ def copy_scores(model: nn.Module, batch: CopyBatch) -> tuple[float, float]:
 def copy_accuracy(model: nn.Module, batch: CopyBatch) -> float:
     """Share of second-half tokens predicted exactly (greedy next-token argmax)."""
     return copy_scores(model, batch)[1]
+
+
+def centred_target_logits(logits: Tensor, targets: Tensor) -> Tensor:
+    """``[N]``: each row's target logit minus the row's mean logit, ``z_n[y_n] − (1/V) Σ_v z_n[v]``.
+
+    A softmax ignores a shift shared by all logits, and an ablation can cause one; centring removes it (the
+    authors' code reads the target logit this way, its ``iw`` metric).
+
+    Args:
+        logits: ``[N, V]``.
+        targets: ``[N]`` token ids.
+    """
+    logits = logits.float()
+    return logits.gather(1, targets.to(logits.device)[:, None])[:, 0] - logits.mean(dim=-1)
+
+
+class FinalPosition:
+    """The LM's logits at a copy batch's final position: the one that must produce the last token of ``s``.
+
+    In ``[bos] s s`` (``P + 2L`` tokens) that is position ``P + 2L − 2``; its target is ``s_{L-1}``, copied from
+    the end of the first half (the authors' ``end`` position). Every ablation PEAR scores changes that
+    position only, so the ``P + 2L − 2`` tokens before it run once with ``use_cache`` and each call runs the
+    last input token alone against their cached keys and values, then crops the cache back. The cached logits
+    are checked against a full pass once; a model whose cache disagrees or has none gets full passes.
+
+    Args:
+        model: A transformers causal LM.
+        batch: The copy task.
+        use_cache: Try the cache (``False``: full passes, e.g. for a reference).
+    """
+
+    def __init__(self, model: nn.Module, batch: CopyBatch, use_cache: bool = True) -> None:
+        self.model = model
+        ids = batch.input_ids.to(next(model.parameters()).device)
+        self.inputs = ids[:, :-1]  # [N, P + 2L - 1]: the last column is the final position
+        self.targets = ids[:, -1]  # [N]: s_{L-1}
+        self.argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache: Any = None
+        if use_cache:
+            self.cache = self._prefix_cache()
+
+    def logits(self) -> Tensor:
+        """``[N, V]``: the logits at the final position (in the hooks active now)."""
+        if self.cache is None:
+            return self.model(input_ids=self.inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
+        before = self.cache.get_seq_length()
+        try:
+            output = self.model(input_ids=self.inputs[:, -1:], use_cache=True, **{self.argument: self.cache})
+        finally:
+            added = self.cache.get_seq_length() - before
+            if added > 0:
+                self.cache.crop(-added)
+        return output.logits[:, -1]
+
+    def target_logit(self) -> float:
+        """The centred target logit at the final position, averaged over the batch (:func:`centred_target_logits`)."""
+        return float(centred_target_logits(self.logits(), self.targets).mean())
+
+    def _prefix_cache(self) -> Any:
+        """The keys and values of every position before the final one, or ``None`` where a cache does not work."""
+        output = self.model(input_ids=self.inputs[:, :-1], logits_to_keep=1, use_cache=True)
+        cache = getattr(output, "cache", None)
+        cache = getattr(output, "past_key_values", None) if cache is None else cache
+        if cache is None or not hasattr(cache, "crop") or not hasattr(cache, "get_seq_length"):
+            return None
+        self.cache = cache
+        full = self.model(input_ids=self.inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
+        cached = self.logits()
+        if not torch.allclose(cached.float(), full.float(), rtol=1e-3, atol=1e-3):
+            logger.warning(
+                "%s: cached final-position logits differ from a full pass; scoring with full passes",
+                type(self.model).__name__,
+            )
+            return None
+        return cache

@@ -15,10 +15,12 @@ class ScoreLayout:
     """Teacher scores and masks aligned with the student's score matrix.
 
     Attributes:
-        teacher_scores: ``[B, N]``; ``NO_OPINION`` (-inf) on other questions' columns.
-        mask: ``[B, N]`` bool, True where the column takes part in the loss. Own-group columns the
-            teacher has no opinion on are False, so within the mask a -inf teacher score always means
-            "another question's passage" (an in-batch negative).
+        teacher_scores: ``[B, N]``; ``NO_OPINION`` (-inf) on other questions' columns and on positives the
+            teacher did not score.
+        mask: ``[B, N]`` bool, True where the column takes part in the loss. Own-group columns the teacher
+            has no opinion on are False unless they are positives, so within the mask a -inf teacher score
+            means an in-batch negative or an unscored positive (a generated unit, a gold passage outside the
+            teacher's pool): contrastive losses train on both, distillation losses read neither.
         positive_mask: ``[B, N]`` bool, True on the row's own positives.
     """
 
@@ -51,7 +53,7 @@ def layout_scores(
         positive_ids: Each row's positive passage ids.
         in_batch_negatives: Lay out ``[B, B·G]`` instead of ``[B, G]``.
     """
-    own_mask = group_mask.bool() & (teacher_scores > NO_OPINION)  # [B, G]
+    own_mask = group_mask.bool() & ((teacher_scores > NO_OPINION) | positive_mask.bool())  # [B, G]
     if not in_batch_negatives:
         return ScoreLayout(teacher_scores, own_mask, positive_mask.bool())
     batch, group = teacher_scores.shape

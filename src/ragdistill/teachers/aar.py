@@ -22,7 +22,7 @@ class AARTeacher(DerivedTeacher):
     Formula: ``P(q) = P_human(q) ∪ top-N_{d ∈ candidates(q)} s_LM(q, d)``; every other candidate is a hard
     negative, re-mined by the retriever being trained every ``refresh_every_n_steps`` (ANCE). Trained with
     multi-positive InfoNCE. Scores (higher = more useful) are the source teacher's; a human positive the LM
-    did not judge gets the row's best score, so it stays in the loss.
+    did not judge joins without a score (the contrastive loss reads only the positives).
 
     Args:
         source: The teacher whose scores express the source LM's preference (``lm_likelihood`` or
@@ -68,6 +68,11 @@ class AARTeacher(DerivedTeacher):
     def scores_on_every_rank(self) -> bool:  # type: ignore[override]
         """As its source: marking the top-N as positives is pure computation."""
         return self.source.scores_on_every_rank
+
+    @property
+    def marks_positives(self) -> bool:
+        """Always: the source LM's top-N (and the human positives)."""
+        return True
 
     def derive(
         self,

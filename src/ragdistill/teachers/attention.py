@@ -26,7 +26,19 @@ from ragdistill.teachers.signal import TeacherSignal
 logger = logging.getLogger(__name__)
 
 TINY = 1e-30
-"""Floor before the log, so a passage the reader ignores entirely gets a very low finite score."""
+"""Floor before the log (``log_score``), so a passage the reader ignores entirely gets a very low finite score."""
+
+
+def passage_scores(attention: Tensor, spans: list[tuple[int, int]], reduction: str, log: bool) -> Tensor:
+    """``[K]`` passage scores from one prompt's per-token attention ``[T]`` and its passages' ``[start, end)`` spans.
+
+    ``reduction`` (``mean`` | ``sum``) combines a passage's tokens; ``log`` takes the log of the result. A KL
+    loss turns the scores into ``softmax(score / τ_t)``: with ``mean`` and no log that is the papers' target
+    ``p ∝ exp(mean / τ_t)``; with ``sum`` and the log it is ``p ∝ (attention mass)^(1/τ_t)``.
+    """
+    reduce = torch.sum if reduction == "sum" else torch.mean
+    values = torch.stack([reduce(attention[start:end]) for start, end in spans])
+    return values.clamp_min(TINY).log() if log else values
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,26 @@ class _Prompt:
 class AttentionTeacher(LMTeacher):
     """Score each candidate by the reader's attention to it from the output tokens, with all K in context.
 
-    Formula: ``score(d) = log Σ_{t ∈ d} mean_{l ∈ L, h ∈ H, o ∈ O} α^{l,h}_{o,t} · ‖v^{l,h}_t‖`` (post-softmax,
-    value-norm weighted, summed over passage tokens); with ``pre_softmax`` the mean scaled score
-    ``q·k/√d`` replaces ``α·‖v‖`` and no log is taken. O = the positions producing the answer tokens (or
-    only the first), L/H = the chosen layers and heads. Higher = the reader used the passage more.
-    With post-softmax scores and teacher temperature 1, KL matches the reader's normalised attention mass.
+    Formula (default, the papers'): ``score(d) = mean_{t ∈ d} mean_{l ∈ L, h ∈ H, o ∈ O} α^{l,h}_{o,t} ·
+    ‖v^{l,h}_t‖`` (post-softmax probability times the key token's value norm, averaged over the passage's
+    tokens), emitted with no log, so a KL loss's target is ``p(d) ∝ exp(score(d) / τ_t)``. O = the positions
+    producing the answer tokens (or only the first), L/H = the chosen layers and heads. Higher = the reader
+    used the passage more. α·‖v‖ is small (α sums to 1 over the whole context), so this target needs a
+    small τ_t to be anything but uniform: Atlas uses 0.01.
+
+    Sources: FiD-KD (facebookresearch/FiD ``src/model.py`` ``get_crossattention_scores``: pre-softmax
+    scores averaged over heads, layers and the passage's tokens; ``Retriever.kldivloss``: softmax at τ = 1);
+    Atlas ADist (arXiv:2208.03299 §2.2: α·‖v‖ averaged over heads, layers and tokens, then a softmax;
+    facebookresearch/atlas ``src/options.py``: ``temperature_gold`` 0.01; its code, ``normssum`` in
+    ``src/fid.py``, divides each passage's sum by a fixed 256 tokens rather than by its own length, i.e.
+    ``passage_reduction=sum`` without the log at τ_t = 2.56).
+
+    Legacy form (``passage_reduction=sum``, ``log_score=true``): ``score(d) = log Σ_{t ∈ d} mean α·‖v‖``, so at
+    τ_t = 1 the target is the reader's normalised attention mass ``p(d) ∝ Σ_{t ∈ d} α·‖v‖`` — a different
+    distribution (long passages gain, no exponent), and the one every published figure of this project used.
+    Any earlier post-softmax configuration is reproduced by naming its ``passage_reduction`` (the old default
+    was ``sum``) and adding ``log_score=true``. With ``pre_softmax``
+    the mean (or sum) scaled score ``q·k/√d`` replaces ``α·‖v‖`` and no log is allowed.
 
     Shapes: one ``[K]`` float32 signal per question; memory per batch is ``[b, R, T]`` (R output rows),
     never a ``T×T`` attention map (see ``attention_capture``).
@@ -59,11 +86,15 @@ class AttentionTeacher(LMTeacher):
         target: ``answer`` (the gold answer, teacher-forced; questions without one are dropped) or
             ``generated`` (the reader's own greedy answer with the K passages in context).
         pre_softmax: Read scaled scores instead of probabilities.
-        value_norm: Weight probabilities by the value-vector norm (Atlas's best; arXiv:2402.11794).
+        value_norm: Weight probabilities by the value-vector norm (α·‖v‖: Atlas ADist, also used by
+            arXiv:2402.11794).
         layers: Attention layers averaged (negative = from the end); ``None`` = all.
         heads: Heads averaged; ``None`` = all.
         first_token_only: Use only the position producing the first output token.
-        passage_reduction: ``sum`` (attention mass of the passage) or ``mean`` over its tokens.
+        passage_reduction: ``mean`` over the passage's tokens (the papers') or ``sum`` (its attention mass,
+            which grows with its length).
+        log_score: Take the log of the reduced attention (the legacy form with ``sum``: KL at τ_t = 1 then
+            matches the normalised attention mass). Not with ``pre_softmax``.
         shuffle_passages: Put the K passages in a random order (seeded per question) instead of first-stage
             order, so the reader's position bias does not simply echo the first stage.
         seed: Seed of the shuffles.
@@ -72,8 +103,10 @@ class AttentionTeacher(LMTeacher):
 
     References:
         Izacard & Grave, Distilling Knowledge from Reader to Retriever, arXiv:2012.04584 (FiD-KD).
-        Izacard et al., Atlas, arXiv:2208.03299 (ADist, α·‖v‖). Jiang et al., arXiv:2402.11794 (decoder-only
-        readers; value-norm weighting; when attention distillation works).
+        Izacard et al., Atlas, arXiv:2208.03299 (ADist, α·‖v‖). Li, Zhang & Zhang, Unveiling the Magic:
+        Investigating Attention Distillation in Retrieval-augmented Generation, arXiv:2402.11794 (Atlas's
+        attention distillation with a decoder-only Falcon-1B reader; a fine-tuned reader is what makes it
+        work; the answer/question-token indicators).
     """
 
     default_prompt = PromptTemplate(
@@ -89,7 +122,8 @@ class AttentionTeacher(LMTeacher):
         layers: list[int] | None = None,
         heads: list[int] | None = None,
         first_token_only: bool = False,
-        passage_reduction: Literal["sum", "mean"] = "sum",
+        passage_reduction: Literal["mean", "sum"] = "mean",
+        log_score: bool = False,
         shuffle_passages: bool = False,
         seed: int = 0,
         max_new_tokens: int = 16,
@@ -99,13 +133,19 @@ class AttentionTeacher(LMTeacher):
         if target not in ("answer", "generated"):
             raise ValueError(f"teacher.target must be 'answer' or 'generated', got {target!r}")
         if passage_reduction not in ("sum", "mean"):
-            raise ValueError(f"teacher.passage_reduction must be 'sum' or 'mean', got {passage_reduction!r}")
+            raise ValueError(f"teacher.passage_reduction must be 'mean' or 'sum', got {passage_reduction!r}")
+        if log_score and pre_softmax:
+            raise ValueError(
+                "teacher.log_score takes the log of attention probabilities; pre-softmax scores are logits: "
+                "set log_score=false or pre_softmax=false"
+            )
         self.options = AttentionOptions(
             pre_softmax, value_norm, tuple(layers) if layers is not None else None, tuple(heads) if heads else None
         )
         self.target = target
         self.first_token_only = first_token_only
         self.passage_reduction = passage_reduction
+        self.log_score = log_score
         self.shuffle_passages = shuffle_passages
         self.seed = seed
         self.max_new_tokens = max_new_tokens
@@ -124,12 +164,10 @@ class AttentionTeacher(LMTeacher):
         attention = output_attention(model, batch, self.options, self.first_token_only)  # [b, T]
         per_example = []
         for row, example in enumerate(batch["examples"]):
-            spans = [attention[row, start:end] for start, end in example.passage_spans]
-            reduce = torch.sum if self.passage_reduction == "sum" else torch.mean
-            values = torch.stack([reduce(span) for span in spans])  # [K] in prompt order
-            if not self.options.pre_softmax:
-                values = values.clamp_min(TINY).log()
-            indicators = self._indicators(example, torch.cat(spans), prompts[example.key]) if prompts else {}
+            spans = example.passage_spans
+            values = passage_scores(attention[row], spans, self.passage_reduction, self.log_score)  # [K], prompt order
+            tokens = torch.cat([attention[row, start:end] for start, end in spans])
+            indicators = self._indicators(example, tokens, prompts[example.key]) if prompts else {}
             per_example.append((values.detach().float().cpu(), indicators))
         return per_example
 

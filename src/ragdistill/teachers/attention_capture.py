@@ -39,8 +39,8 @@ class AttentionOptions:
 
     Attributes:
         pre_softmax: Read the scaled scores ``q·k/√d`` instead of the softmax probabilities.
-        value_norm: Weight each probability by the norm of the key token's value vector (α·‖v‖, Atlas's
-            best variant; arXiv:2402.11794). Only meaningful after the softmax.
+        value_norm: Weight each probability by the norm of the key token's value vector (α·‖v‖: Atlas ADist,
+            arXiv:2208.03299; also Li, Zhang & Zhang, arXiv:2402.11794). Only meaningful after the softmax.
         layers: Indices of the watched attention layers (negative counts from the end); ``None`` = all.
         heads: Indices of the query heads averaged; ``None`` = all.
     """

@@ -27,6 +27,15 @@ class Teacher(ABC):
     also does work that must happen once per run: API calls, a model's own ``fit``, files written as it goes.
     """
 
+    @property
+    def marks_positives(self) -> bool:
+        """Whether the signals mark positives (gold, AAR, G2R), which contrastive losses need; False by default.
+
+        A teacher that only grades candidates trains with a loss that learns scores (KL, ListMLE, ...); the
+        pipeline refuses a contrastive loss for it before any LM work.
+        """
+        return False
+
     @abstractmethod
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData

@@ -31,11 +31,12 @@ class G2RTeacher(DerivedTeacher):
 
     Signal per question: the source's K candidates with its scores (model level), plus the human positives
     and the generated units, all marked positive. A positive the source did not score (a generated unit, or
-    a gold passage outside the pool) gets the row's best score (:func:`with_positives`, as AAR does), so KD
-    does not push it away while the contrastive term pulls it in.
+    a gold passage outside the pool) has no score (:func:`with_positives`): the KD term reads only what the
+    teacher scored, the generated units are positives of the contrastive term only.
 
-    Formula (with ``loss=kl_multi_positive_infonce``): ``L = w_kd · KL(p_LM ‖ p_ret) + w_c · L_mpNCE(P_human ∪
-    P_generated)``.
+    Formula (with ``loss=kl_multi_positive_infonce``): ``L = w_kd · KL(p_LM ‖ p_ret)`` over the K scored
+    candidates ``+ w_c · L_mpNCE(P_human ∪ P_generated)``; a question without a positive (its unit dropped,
+    no gold) adds to the KD term only.
 
     Args:
         source: The model-level teacher (``lm_likelihood``: answer, query or response likelihood) or ``gold``
@@ -48,6 +49,9 @@ class G2RTeacher(DerivedTeacher):
         min_chars: Shorter generations are garbage and dropped (counted in ``g2r/units_dropped``).
         use_human_positives: Mark the human-labelled passages positive as well.
         cache_dir: Where generated units are kept (``<cache_dir>/generated_units``).
+        index_generated: Also add the generated units to the corpus, so evaluation (and any use of the
+            index) can return them, as G2R's data level augments the response set at inference. Off by
+            default: for question answering a generated paragraph must never be returned as evidence.
 
     References:
         Kim et al., Distilling the Knowledge of Large-scale Generative Models into Retrieval Models for
@@ -64,6 +68,7 @@ class G2RTeacher(DerivedTeacher):
         min_chars: int = 20,
         use_human_positives: bool = True,
         cache_dir: str = ".cache/ragdistill",
+        index_generated: bool = False,
     ) -> None:
         if per_question < 0:
             raise ValueError(f"teacher.per_question must be >= 0, got {per_question}")
@@ -74,7 +79,13 @@ class G2RTeacher(DerivedTeacher):
         if per_question and chat is not None:
             self.generator = UnitGenerator(chat, prompt, per_question, generation, min_chars, cache_dir=cache_dir)
         self.use_human_positives = use_human_positives
+        self.index_generated = index_generated
         self._figures: dict[str, float] = {}
+
+    @property
+    def marks_positives(self) -> bool:
+        """Whether the signals hold positives: generated units, or the human ones."""
+        return self.generator is not None or self.use_human_positives or self.source.marks_positives
 
     def metrics(self) -> dict[str, float]:
         """The source's throughput figures, the generation counts and ``g2r/units_with_answer``."""
@@ -92,7 +103,12 @@ class G2RTeacher(DerivedTeacher):
         units: dict[str, list[Passage]] = {}
         if self.generator is not None:
             units = self.generator.generate([by_id[s.qid] for s in signals])
-            data.add_training_passages([unit for group in units.values() for unit in group])
+            generated = [unit for group in units.values() for unit in group]
+            if self.index_generated:
+                data.add_corpus_passages(generated)
+                logger.info("G2R: %d generated units join the corpus (teacher.index_generated=true)", len(generated))
+            else:
+                data.add_training_passages(generated)
             self._figures = self.generator.stats.metrics() | _answer_rate(units, by_id)
         derived = [self._augment(s, by_id[s.qid], units.get(s.qid, [])) for s in signals]
         without = sum(not s.positive_ids for s in derived)

@@ -35,6 +35,11 @@ class GoldTeacher(Teacher):
 
     scores_on_every_rank = True  # labels and string matching: the same result on every rank, no side effect
 
+    @property
+    def marks_positives(self) -> bool:
+        """Always: the human gold paragraphs."""
+        return True
+
     def __init__(self, num_candidates: int = 20, drop_answer_negatives: bool = True) -> None:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")

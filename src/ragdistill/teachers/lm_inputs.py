@@ -26,7 +26,9 @@ class PromptTemplate:
         passage: One passage; fields ``{index}`` (1-based position in the prompt), ``{title}``, ``{text}``.
         question: What follows the passages; field ``{question}`` (left out when the question is the target).
         target: The teacher-forced continuation; field ``{target}``. Without a chat template the
-            target follows ``Answer:`` directly, hence the leading space.
+            target follows ``Answer:`` directly, hence the leading space. Every target token is scored,
+            so the likelihood teachers take ``{target}`` alone here (leading whitespace allowed): cue words
+            such as ``Question:`` belong at the end of ``question``, in the context.
         instruction: Text before the passages (e.g. the task); may be empty.
     """
 
@@ -44,10 +46,12 @@ class PromptTemplate:
 QUERY_LIKELIHOOD_PROMPT = PromptTemplate(
     instruction="",
     passage="Passage: {text}\n",
-    question="Write a question that this passage answers.",
-    target="\nQuestion: {target}",
+    question="Write a question that this passage answers.\nQuestion:",
+    target=" {target}",
 )
-"""Query likelihood log p(question | passage): the question is the target, not part of the context."""
+"""Query likelihood log p(question | passage) (UPR, arXiv:2204.07496): the question is the target, not part of
+the context, and only its own tokens are scored; the ``Question:`` cue ends the context. (Before scoring
+version 2 the cue was part of the target and its tokens counted in the per-token mean.)"""
 
 RESPONSE_LIKELIHOOD_PROMPT = PromptTemplate(
     instruction="",

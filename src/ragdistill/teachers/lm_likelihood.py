@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Literal
 
@@ -38,6 +39,15 @@ Target = Literal["answer", "question", "candidate", "relevance"]
 RELEVANT, IRRELEVANT = "Yes", "No"
 """The two replies ``target=relevance`` compares (the relevance prompt asks for one of them)."""
 
+SCORING_VERSIONS: dict[str, int] = {"question": 2}
+"""Version of each target's scoring (default wording and scored span); a target not listed is at version 1.
+
+The signal cache keys on the teacher's config, which holds ``prompt: null`` rather than the default wording in
+:data:`DEFAULT_PROMPTS`. Bump a target's version whenever its default prompt or the tokens it scores change,
+so its cached signals miss while the other targets' stay valid (version 1 adds nothing to the key).
+Version 2 of ``question``: the ``Question:`` cue moved from the scored target into the context.
+"""
+
 
 class LMLikelihoodTeacher(LMTeacher):
     """Score each candidate by the LM's log-likelihood of the gold answer (or the question, or itself).
@@ -56,7 +66,9 @@ class LMLikelihoodTeacher(LMTeacher):
     Args:
         lm: The teacher LM.
         target: ``answer`` (needs gold answers; questions without one are dropped and counted),
-            ``question``, ``candidate`` or ``relevance``.
+            ``question``, ``candidate`` or ``relevance``. Only the target's own tokens are scored
+            (``prompt.target`` must be ``{target}``, leading whitespace allowed); a ``question`` target is
+            cut at ``max_question_tokens``, like the question anywhere else.
         reduction: ``sum`` over target tokens (the sequence log-probability) or ``mean`` (per token; the
             default for question and candidate targets, so long questions or responses are not penalised).
             Not used by ``relevance``, which reads one token.
@@ -83,9 +95,30 @@ class LMLikelihoodTeacher(LMTeacher):
             raise ValueError(f"teacher.reduction must be 'sum' or 'mean', got {reduction!r}")
         self.default_prompt = DEFAULT_PROMPTS[target]
         super().__init__(lm, **kwargs)
+        if self.template.target.lstrip() != "{target}":
+            raise ValueError(
+                f"teacher.prompt.target must be '{{target}}' (leading whitespace allowed), got "
+                f"{self.template.target!r}: every target token is scored, so cue words such as 'Question:' "
+                "belong at the end of teacher.prompt.question"
+            )
+        if target == "question":
+            if "{question}" in self.template.question:
+                raise ValueError("teacher.prompt.question must not hold {question} when the question is the target")
+            self.limits = dataclasses.replace(self.limits, target=self.limits.question)
         self.target = target
         self.reduction = reduction
         self._irrelevant_id = -1  # set by score() from the LM's tokenizer for target=relevance
+
+    def cache_identity(self) -> dict[str, str]:
+        """The LM's fingerprint, plus the target's scoring version where it is above 1 (:data:`SCORING_VERSIONS`).
+
+        Version 1 adds nothing, so the cached signals of targets whose scoring never changed keep their keys.
+        """
+        identity = super().cache_identity()
+        version = SCORING_VERSIONS.get(self.target, 1)
+        if version > 1:
+            identity["scoring"] = f"{self.target}-v{version}"
+        return identity
 
     def _step(self, model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
         if self.target == "relevance":

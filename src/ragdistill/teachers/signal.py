@@ -67,17 +67,14 @@ def with_positives(
 ) -> TeacherSignal:
     """``signal`` with ``positive_ids`` marked positive (after its own), joining the candidates where missing.
 
-    A positive the teacher did not score (outside its pool, ``NO_OPINION``, or a generated unit) gets the
-    row's best score: a ``-inf`` would make a distillation loss treat it as an in-batch negative and push it
-    away while the contrastive loss pulls it closer (AAR's human positives, G2R's generated units).
+    A positive outside the teacher's pool (AAR's human positives, G2R's generated units) joins with
+    ``NO_OPINION``: the teacher never scored it, so no score is invented for it. Contrastive losses train on
+    it as a positive; distillation losses read only the scores the teacher gave (``losses/masking.py``).
     """
     ids, scores = list(signal.candidate_ids), signal.scores.copy()
-    best = float(np.max(scores[np.isfinite(scores)]))
     for pid in positive_ids:
         if pid not in ids:
             ids.append(pid)
-            scores = np.append(scores, np.float32(best))
-        elif not np.isfinite(scores[ids.index(pid)]):
-            scores[ids.index(pid)] = best
+            scores = np.append(scores, np.float32(NO_OPINION))
     positives = tuple(dict.fromkeys([*signal.positive_ids, *positive_ids]))
     return TeacherSignal(signal.qid, ids, scores, positives, diagnostics or dict(signal.diagnostics))
