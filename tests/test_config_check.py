@@ -79,3 +79,75 @@ def test_keys_a_subclass_forwards_to_its_base_are_checked_against_the_base(compo
 )
 def test_values_outside_a_documented_limit_fail_before_any_work(compose_cfg, override, message):
     _check(compose_cfg, override, message)
+
+
+# --- the whole run, before any work (issue 29) ----------------------------------------------------
+
+
+def test_shipped_runs_pass_the_whole_check(compose_cfg):
+    from ragdistill.config_check import check_run
+
+    for experiment in ("quickstart", "gold_squad", "fixture_smoke"):
+        check_run(compose_cfg("config", [f"experiment={experiment}"]))
+    check_run(compose_cfg("eval"))
+
+
+def test_every_missing_value_is_named_at_once(compose_cfg):
+    from ragdistill.config_check import check_missing
+
+    with pytest.raises(ConfigError, match=r"^mandatory values missing: data\.corpus_path, data\.eval_path; give"):
+        check_missing(compose_cfg("config", ["data=jsonl"]))
+    check_missing(compose_cfg("config", ["data=jsonl", "data.corpus_path=c.jsonl", "data.eval_path=e.jsonl"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["+ckpt=x.ckpt"], "ckpt"),
+        (["++max_epochs=3"], "max_epochs"),
+        (["+trainer.max_steps=3"], None),  # nested: the trainer's own check judges it
+        (["+sweep=train_size"], None),  # a config group
+        (["ckpt_path=null"], None),
+    ],
+)
+def test_top_level_keys_nothing_reads_are_refused(compose_cfg, overrides, refused):
+    from ragdistill.config_check import check_top_level_keys
+
+    cfg = compose_cfg("config", overrides)
+    if refused is None:
+        check_top_level_keys(cfg)
+        return
+    with pytest.raises(ConfigError, match=rf"reads no top-level key '{refused}'.*'ckpt_path'"):
+        check_top_level_keys(cfg)
+
+
+def test_ckpt_path_is_a_declared_top_level_key(compose_cfg):
+    """``ckpt_path`` (lightning-hydra-template's key) is null by default; ``+ckpt_path=`` just sets it."""
+    from ragdistill.config_check import check_top_level_keys
+
+    assert compose_cfg("config").ckpt_path is None
+    cfg = compose_cfg("config", ["+ckpt_path=x.ckpt"])
+    assert cfg.ckpt_path == "x.ckpt"
+    check_top_level_keys(cfg)
+
+
+def test_a_checkpoint_that_is_not_there_is_refused(compose_cfg, tmp_path):
+    from ragdistill.config_check import check_checkpoint
+
+    with pytest.raises(ConfigError, match=r"^ckpt_path='.*nope\.ckpt': no such checkpoint file"):
+        check_checkpoint(compose_cfg("config", [f"ckpt_path={tmp_path / 'nope.ckpt'}"]))
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    check_checkpoint(compose_cfg("config", [f"ckpt_path={tmp_path / 'last.ckpt'}"]))
+
+
+def test_a_gpu_trainer_is_refused_where_torch_sees_no_gpu(compose_cfg, monkeypatch):
+    import torch
+
+    from ragdistill.config_check import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^trainer\.accelerator='gpu': .*use trainer=cpu"):
+        check_accelerator(compose_cfg("config", ["trainer=gpu"]))
+    check_accelerator(compose_cfg("config", ["trainer=cpu"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_accelerator(compose_cfg("config", ["trainer=gpu"]))

@@ -462,6 +462,12 @@ EARLY_FAILURES: dict[str, st.SearchStrategy[Any]] = {
     "evaluation.precision": UNKNOWN_PRECISION,
     "evaluation.encode_batch_size": st.integers(max_value=0),
     "lm.dtype": TEXT.filter(lambda text: text not in ("float32", "bfloat16", "float16")),
+    # the evaluation settings and the run's own settings, checked up front since issue 29
+    "evaluation.ks": st.lists(st.integers(max_value=0), min_size=1, max_size=3)
+    | st.lists(st.integers(min_value=101, max_value=10**6), min_size=1, max_size=3),  # beyond depth 100
+    "evaluation.depth": st.integers(max_value=0),
+    "evaluation.fusion": TEXT.filter(lambda text: text not in ("none", "rrf", "wsum")),
+    "teacher_shard_passages": st.integers(max_value=0),
 }
 
 

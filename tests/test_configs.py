@@ -27,6 +27,10 @@ def test_every_group_in_the_design_has_options():
         assert options(group), f"conf/{group}/ is empty"
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+"""The shipped fixtures of the field's data formats (BEIR, MS MARCO, DPR)."""
+
+
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options(compose_cfg, option):
     fixture = fixture_dir()
@@ -37,6 +41,12 @@ def test_data_options(compose_cfg, option):
             f"data.eval_path={fixture / 'eval.jsonl'}",
         ],
         "squad_open": ["data.n_train=5", "data.n_eval=5"],
+        "beir": [f"data.path={FIXTURES / 'beir'}"],
+        "msmarco": [f"data.path={FIXTURES / 'msmarco'}"],
+        "dpr": [
+            f"data.passages_path={FIXTURES / 'dpr' / 'psgs_w100.tsv'}",
+            f"data.eval_path={FIXTURES / 'dpr' / 'test.qa.csv'}",
+        ],
     }.get(option, [])
     data = instantiate(compose_cfg("config", [f"data={option}", *extra]).data)
     assert data.corpus and data.eval

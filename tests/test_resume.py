@@ -151,3 +151,111 @@ def test_a_run_killed_while_indexing_skips_training_and_ends_like_an_uninterrupt
 
     assert resumed["runtime/resumed"] == 1.0 and resumed["runtime/fit_s"] < uninterrupted_training["runtime/fit_s"]
     assert _computed(resumed) == _computed(uninterrupted_training)
+
+
+# --- a resume checkpoint that cannot be saved; ckpt_path (fast, in process) -------------------------
+
+
+class _Trainer:
+    """What ``ResumeCheckpoint`` asks of a trainer: its step, whether it is sanity checking, and a save."""
+
+    global_step = 5
+    sanity_checking = False
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.error = error
+        self.saves = 0
+
+    def save_checkpoint(self, path, weights_only=False):
+        self.saves += 1
+        if self.error is not None:
+            raise self.error
+        Path(path).write_bytes(b"state")
+
+
+def test_a_resume_checkpoint_that_cannot_be_saved_warns_once_and_training_goes_on(tmp_path, caplog):
+    """A full or read-only cache dir used to end a finished fit with a traceback (issue 29); now it warns."""
+    import logging
+
+    from ragdistill.utils.resume import ResumeCheckpoint
+
+    callback = ResumeCheckpoint(every_n_steps=1)
+    callback.use(tmp_path / "resume")
+    trainer = _Trainer(OSError(28, "No space left on device"))
+    with caplog.at_level(logging.WARNING, logger="ragdistill.utils.resume"):
+        callback.on_train_batch_end(trainer, None)
+        callback.on_train_batch_end(trainer, None)
+        callback.on_train_end(trainer, None)
+    assert trainer.saves == 1  # it stops trying: each save of MiniLM with AdamW state is ~270 MB
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "No space left on device" in warned[0] and "training goes on" in warned[0]
+
+
+def _module():
+    import pytorch_lightning as pl
+    import torch
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 2)
+
+    return Tiny()
+
+
+def test_ckpt_path_of_weights_only_loads_the_weights_and_trains_from_step_0(tmp_path):
+    import torch
+
+    from ragdistill.utils.resume import start_from
+
+    trained, fresh = _module(), _module()
+    with torch.no_grad():
+        trained.layer.weight.fill_(0.25)
+    torch.save({"state_dict": trained.state_dict(), "global_step": 7}, tmp_path / "weights.ckpt")
+    assert start_from(fresh, tmp_path / "weights.ckpt") is None  # nothing for Lightning to resume
+    assert torch.equal(fresh.layer.weight, trained.layer.weight)
+    assert start_from(fresh, None) is None
+
+
+def test_ckpt_path_of_a_full_checkpoint_is_resumed_by_lightning(tmp_path):
+    import torch
+
+    from ragdistill.utils.resume import start_from
+
+    module = _module()
+    full = {"state_dict": module.state_dict(), "optimizer_states": [{}], "loops": {}, "global_step": 7}
+    torch.save(full, tmp_path / "full.ckpt")
+    assert start_from(module, tmp_path / "full.ckpt") == tmp_path / "full.ckpt"
+
+
+def test_ckpt_path_starts_training_from_a_runs_checkpoint(compose_cfg, tiny_encoder_dir, monkeypatch, tmp_path):
+    """A finished run's ``checkpoints/*.ckpt`` (weights only) given as ``ckpt_path=``: the next fit starts from it."""
+    import pytorch_lightning as pl
+    import torch
+
+    from ragdistill import pipeline
+
+    tiny = [
+        "experiment=fixture_smoke",
+        f"retriever.path={tiny_encoder_dir}",
+        "data.n_train=24",
+        "datamodule.val_size=8",
+        "evaluate=false",
+        "~callbacks.progress_bar",
+    ]
+    _, first = pipeline.train(compose_cfg("config", tiny))
+    (written,) = (Path(first["trainer"].default_root_dir) / "checkpoints").glob("*.ckpt")
+    seen = {}
+
+    def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None):
+        seen["ckpt_path"], seen["state"] = ckpt_path, {k: v.clone() for k, v in model.state_dict().items()}
+        raise KeyboardInterrupt  # stop here: what fit was handed is the point
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    second = compose_cfg("config", [*tiny, f"ckpt_path={written}"])
+    second.paths.output_dir = str(tmp_path / "second")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train(second)
+    trained = first["retriever"].state_dict()
+    assert seen["ckpt_path"] is None  # weights only: nothing for Lightning to resume, it trains from step 0
+    assert all(torch.equal(seen["state"][key], value) for key, value in trained.items())

@@ -94,6 +94,9 @@ def documented_constraints() -> dict[str, dict[str, Any]]:
         "ragdistill.data.fixture.load_fixture": sample_sizes,
         "ragdistill.data.jsonl.load_jsonl_data": sample_sizes,
         "ragdistill.data.squad.load_squad_open": sample_sizes,
+        "ragdistill.data.beir.load_beir": sample_sizes,
+        "ragdistill.data.dpr.load_dpr": sample_sizes,
+        "ragdistill.data.msmarco.load_msmarco": sample_sizes,
         "ragdistill.data.datamodule.DistillationDataModule": {
             "batch_size": at_least(1),
             "group_size": at_least(1) | None,
@@ -351,3 +354,163 @@ def check_config(cfg: DictConfig, groups: tuple[str, ...] | None = None) -> None
             continue
         _check_settings(node, name)
         _check_objects_in(node, name)
+
+
+# --- the whole run, before any work -------------------------------------------------------------
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """Name every mandatory value (``???``) the run still lacks, all at once.
+
+    OmegaConf raises on the first one it reads, deep inside whichever stage reads it; a user who gives
+    ``data=jsonl`` then learns of ``data.corpus_path``, fixes it, and only then of ``data.eval_path``.
+
+    Raises:
+        ConfigError: Listing every missing key and how to give one.
+    """
+    job = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])  # Hydra's own node may not resolve
+    missing = sorted(OmegaConf.missing_keys(job))
+    if missing:
+        given = " ".join(f"{key}=<value>" for key in missing)
+        raise ConfigError(f"mandatory values missing: {', '.join(missing)}; give them on the command line: {given}")
+
+
+def _task_overrides() -> list[str]:
+    """The overrides the user typed (Hydra's ``overrides.task``), or none outside a Hydra run or compose."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(override) for override in HydraConfig.get().overrides.task]
+
+
+def _declared_top_level() -> set[str]:
+    """The top-level names ``+name=`` may add: the run's config groups and the primary config file's keys.
+
+    A group chosen on the command line (``+sweep=train_size``) is a whole recipe; a key the primary config
+    declares (``+ckpt_path=x``) is only set.
+    """
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    hydra = HydraConfig.get()
+    declared = {str(group) for group in hydra.runtime.choices}
+    for source in hydra.runtime.config_sources:
+        primary = Path(str(source.path).removeprefix("file://")) / f"{hydra.job.config_name}.yaml"
+        if source.provider == "main" and primary.is_file():
+            declared |= {str(key) for key in OmegaConf.load(primary) if key != "defaults"}
+    return declared
+
+
+def check_top_level_keys(cfg: DictConfig, overrides: Iterable[str] | None = None) -> None:
+    """Refuse ``+name=value`` (or ``++name=value``) adding a top-level key that nothing reads.
+
+    Hydra lets ``+`` add any key; a nested one is refused by :func:`check_node` because its object does not
+    take it, but a new top-level key (``+ckpt_path=...`` before that key existed) was ignored, and the
+    run went on as if it had not been typed. Adding a config group (``+sweep=train_size``) stays allowed.
+
+    Raises:
+        ConfigError: Naming the override and the top-level keys there are.
+    """
+    declared = _declared_top_level()
+    for override in _task_overrides() if overrides is None else overrides:
+        if not override.startswith("+"):
+            continue
+        key = override.lstrip("+").partition("=")[0]
+        if "." in key or "/" in key or "@" in key or key in declared:
+            continue
+        known = sorted(str(k) for k in cfg if str(k) != "hydra" and str(k) != key)
+        raise ConfigError(
+            f"{override}: ragdistill reads no top-level key {key!r}, so it would be ignored; "
+            f"drop it, or set one of {known} (without '+')"
+        )
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """Refuse ``trainer.accelerator=gpu`` (``trainer=gpu``) where this process sees no GPU.
+
+    Lightning refuses it too, but only when the trainer is built: after the data has loaded and the first
+    stage has run, and as a traceback.
+
+    Raises:
+        ConfigError: Naming the key and what to use instead.
+    """
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig) or OmegaConf.is_missing(trainer, "accelerator"):
+        return
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    available = torch.backends.mps.is_available() if accelerator == "mps" else torch.cuda.is_available()
+    if not available:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r}: this machine has no {accelerator.upper()} that torch can use; "
+            "use trainer=cpu, or run where one is"
+        )
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    """Refuse a ``ckpt_path`` that is not a file, before any data loads (Lightning would find out after).
+
+    Raises:
+        ConfigError: Naming the key and the path.
+    """
+    from pathlib import Path
+
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return
+    if not Path(str(path)).is_file():
+        raise ConfigError(
+            f"ckpt_path={path!r}: no such checkpoint file; give a Lightning .ckpt "
+            "(e.g. <run_dir>/checkpoints/*.ckpt) or leave ckpt_path=null to train from the backbone"
+        )
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Refuse an ``optimized_metric`` that the run's evaluation cannot produce (``recall@500`` with ks up to 100).
+
+    Only names under an evaluation prefix (``test...``, ``val/``) are checked; other figures (``teacher/...``)
+    depend on the teacher. With ``evaluate=false`` nothing is evaluated, so nothing can be checked either:
+    the run warns at its end, as it did.
+
+    Raises:
+        ConfigError: Naming the metric and the ones the run will make.
+    """
+    from ragdistill.evaluation.retrieval import metric_problem
+
+    name = cfg.get("optimized_metric")
+    if not name or not cfg.get("evaluate", True) or not isinstance(cfg.get("evaluation"), DictConfig):
+        return
+    datamodule = cfg.get("datamodule")
+    held_out = bool(datamodule.get("val_size", 0)) if isinstance(datamodule, DictConfig) else False
+    if problem := metric_problem(str(name), cfg.evaluation, held_out=held_out):
+        raise ConfigError(f"optimized_metric={name!r}: {problem}")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Everything that can be known wrong with a run before it loads data: one line for the first problem.
+
+    Missing values (all named), top-level keys nothing reads, every object's keys, types and limits
+    (:func:`check_config`), an accelerator that is not there, a checkpoint that is not there, the evaluation
+    settings and the metric a sweep optimises.
+
+    Raises:
+        ConfigError: The first problem found, in one line naming the key and what to do.
+    """
+    check_missing(cfg)
+    check_top_level_keys(cfg)
+    check_config(cfg)
+    _check_value("teacher_shard_passages", cfg.get("teacher_shard_passages", 1), at_least(1), "the run settings")
+    check_accelerator(cfg)
+    check_checkpoint(cfg)
+    if cfg.get("evaluate", True) and isinstance(cfg.get("evaluation"), DictConfig):
+        from ragdistill.evaluation.retrieval import check_evaluation_settings
+
+        check_evaluation_settings(cfg.evaluation)
+        check_optimized_metric(cfg)

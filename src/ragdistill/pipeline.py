@@ -20,22 +20,22 @@ from pytorch_lightning.loggers import Logger
 
 from ragdistill.candidates.base import CandidateGenerator, RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.config_check import ConfigError, check_config
+from ragdistill.config_check import ConfigError, check_run
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.evaluation.retrieval import check_evaluation_settings, evaluate_retriever, needs_bm25
+from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.cache import SignalCache, score_with_cache
+from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, SignalCache, score_with_cache
 from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.dashboards import build_loggers, log_run_outputs
 from ragdistill.utils.determinism import skip_nan_fill
 from ragdistill.utils.distributed import is_global_zero, start_processes
 from ragdistill.utils.precision import resolve_precision
-from ragdistill.utils.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key
-from ragdistill.utils.run_info import save_run_info
+from ragdistill.utils.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key, start_from
+from ragdistill.utils.run_info import probe_writable, save_run_info
 from ragdistill.utils.timing import StageTimer
 
 logger = logging.getLogger(__name__)
@@ -88,17 +88,19 @@ def _cached_scores(
     if cfg.get("cache_teacher", True):
         parts = {"teacher": OmegaConf.to_container(teacher_cfg, resolve=True), **teacher.cache_identity()}
         cache = SignalCache.from_parts(Path(cfg.paths.cache_dir), parts)
-    signals, stats = score_with_cache(teacher, questions, candidates, data, cache)
+    shard_passages = int(cfg.get("teacher_shard_passages", DEFAULT_SHARD_PASSAGES))
+    signals, stats = score_with_cache(teacher, questions, candidates, data, cache, shard_passages=shard_passages)
     return signals, stats.metrics() | teacher.metrics()
 
 
 def _score_teacher(
-    cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList]
+    cfg: DictConfig, teacher: Teacher, data: RetrievalData, candidates: dict[str, RankedList], loss: Any
 ) -> tuple[list[TeacherSignal], dict[str, float]]:
     """Score the training questions, reusing cached signals; return them with the teacher's figures.
 
     A :class:`DerivedTeacher` (AAR) caches its source's scores under the source's own config
     (``cfg.teacher.source``), so it shares them with a run of that teacher alone; deriving is cheap.
+    ``loss`` says whether the student reads the teacher's scores, which some quality warnings presume.
     """
     if isinstance(teacher, DerivedTeacher):
         asked = teacher.source_questions(data.train)
@@ -107,7 +109,8 @@ def _score_teacher(
         metrics |= teacher.metrics()  # the derived teacher's own figures (e.g. the ranker's), after deriving
     else:
         signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates, data.train)
-    metrics |= teacher_quality(signals, data.train, data, candidates)
+    reads_scores = _group_needs(loss)["reads_teacher_scores"]
+    metrics |= teacher_quality(signals, data.train, data, candidates, reads_scores=reads_scores)
     logger.info(
         "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
         100 * metrics.get("teacher/top1_gold", float("nan")),
@@ -185,12 +188,23 @@ def _start_resuming(resume: ResumeCheckpoint | None, directory: Path) -> Path | 
     return checkpoint
 
 
+def _log_every(trainer: pl.Trainer, datamodule: Any) -> None:
+    """Log at least once an epoch: ``trainer.log_every_n_steps``, capped at the batches of an epoch (each rank's).
+
+    A 3-batch fixture run with the default 10 logged no training loss and got Lightning's warning about it
+    on every run; a real run keeps its setting.
+    """
+    batches = max(1, len(datamodule.train_dataloader()) // max(1, trainer.world_size))
+    asked = int(getattr(trainer, "log_every_n_steps", 1))  # set in Trainer.__init__, not in its stubs
+    trainer.log_every_n_steps = max(1, min(asked, batches))  # type: ignore[attr-defined]
+
+
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
-    """What every run does first: check the config, seed, record the run, load the data."""
-    check_config(cfg)
-    if cfg.get("evaluate", True):
-        check_evaluation_settings(cfg.evaluation)
+    """What every run does first: check the config and the dirs it writes, seed, record the run, load the data."""
+    check_run(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    probe_writable(run_dir, "hydra.run.dir")
+    probe_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
     pl.seed_everything(cfg.seed, workers=True)
     save_run_info(run_dir, cfg)
     timer = StageTimer()
@@ -228,16 +242,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         start_processes(trainer)
     with _finalize_loggers_on_failure(loggers):
         with timer("teacher"):
-            signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates)
+            signals, teacher_metrics = _score_teacher(cfg, teacher, data, candidates, retriever.loss)
         # the teacher may have drawn random numbers (scoring) or none (cache hit): reseed, so that training
         # is the same whichever it did, and a resumed run ends with an uninterrupted run's metrics
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = _build(cfg, "datamodule")(signals=signals, data=data, **_group_needs(retriever.loss))
+        _log_every(trainer, datamodule)
         metrics: dict[str, float] = {"train/questions": float(len(datamodule.train_signals)), **teacher_metrics}
         resume_dir = Path(cfg.paths.cache_dir) / "resume" / resume_key(cfg, signals)
         checkpoint = _start_resuming(resume, resume_dir)
+        given = start_from(retriever, cfg.get("ckpt_path")) if checkpoint is None else None
         with timer("fit"):
-            trainer.fit(retriever, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+            trainer.fit(retriever, datamodule=datamodule, ckpt_path=checkpoint or given, weights_only=True)
         export_sentence_transformers(retriever, run_dir / "retriever")
         if cfg.get("evaluate", True):
             with timer("evaluate"):

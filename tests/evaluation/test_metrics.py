@@ -181,3 +181,22 @@ def test_has_answer_is_whole_word_and_normalised() -> None:
     assert not has_answer("In 1990 it rained", ["1"])
     assert has_answer("In 1990 it rained", ["x", "1990"])
     assert not has_answer("anything", ["", "  "])
+
+
+def test_graded_judgements_are_kept_as_gain() -> None:
+    """nDCG weighs a grade-2 passage above a grade-1 one; recall and MRR count both as relevant."""
+    graded = Question(id="q1", text="?", gold_ids=("a", "b"), graded=(("a", 1), ("b", 2)))
+    assert gold_qrels([graded]) == {"q1": {"a": 1, "b": 2}}
+    partly_first = evaluate_run({"q1": _ranking("a", "b")}, [graded], corpus=None, ks=(1, 2))
+    highly_first = evaluate_run({"q1": _ranking("b", "a")}, [graded], corpus=None, ks=(1, 2))
+    assert highly_first["gold/ndcg@10"] == pytest.approx(1.0)
+    assert partly_first["gold/ndcg@10"] == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
+    for m in (partly_first, highly_first):
+        assert m["gold/recall@1"] == pytest.approx(0.5) and m["gold/mrr@10"] == 1.0
+
+
+def test_graded_ids_must_be_the_gold_ids_with_positive_grades() -> None:
+    with pytest.raises(ValueError, match="not its gold_ids"):
+        Question(id="q1", text="?", gold_ids=("a",), graded=(("b", 1),))
+    with pytest.raises(ValueError, match="grades must be >= 1"):
+        Question(id="q1", text="?", gold_ids=("a",), graded=(("a", 0),))

@@ -94,3 +94,35 @@ def test_teacher_quality_logs_the_warnings(caplog):
     with caplog.at_level("WARNING", logger="ragdistill.evaluation.teacher_quality"):
         teacher_quality(flat, questions, data)
     assert "almost uniform" in caplog.text
+
+
+def _flat_teacher():
+    """A gold teacher's signal: the positive scored 1, twenty negatives 0, almost uniform over the pool."""
+    corpus = [Passage(f"p{i}", "text") for i in range(21)]
+    questions = [Question("q1", "?", (), ("p0",))]
+    scores = np.zeros(21)
+    scores[0] = 1.0
+    signals = [TeacherSignal("q1", [f"p{i}" for i in range(21)], scores, positive_ids=("p0",))]
+    return signals, questions, RetrievalData("toy", corpus, questions, [])
+
+
+def test_the_uniform_warning_fires_only_when_the_loss_reads_the_scores(caplog):
+    """A gold teacher with InfoNCE (positives only) used to warn on every default run (issue 29)."""
+    signals, questions, data = _flat_teacher()
+    with caplog.at_level("WARNING", logger="ragdistill.evaluation.teacher_quality"):
+        teacher_quality(signals, questions, data, reads_scores=False)
+    assert not any("almost uniform" in r.getMessage() for r in caplog.records)
+    with caplog.at_level("WARNING", logger="ragdistill.evaluation.teacher_quality"):
+        teacher_quality(signals, questions, data, reads_scores=True)
+    assert sum("almost uniform" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_every_shipped_loss_says_whether_it_reads_the_teacher_scores():
+    """The pipeline passes the loss's ``reads_teacher_scores`` on: InfoNCE does not, KL does."""
+    from ragdistill.losses.infonce import InfoNCELoss
+    from ragdistill.losses.kl import KLDistillLoss
+
+    assert InfoNCELoss.reads_teacher_scores is False and KLDistillLoss.reads_teacher_scores is True
+    figures = {"teacher/entropy": 3.0, "teacher/uniform_entropy": 3.0}
+    assert weak_teacher_warnings(figures, reads_scores=False) == []
+    assert len(weak_teacher_warnings(figures)) == 1

@@ -13,10 +13,12 @@ from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.cache import (
     CACHE_FORMAT_VERSION,
+    DEFAULT_SHARD_PASSAGES,
     RUNTIME_KEYS,
     CacheStats,
     SignalCache,
     config_key,
+    plan_shards,
     score_with_cache,
 )
 from ragdistill.teachers.gold import GoldTeacher
@@ -362,4 +364,60 @@ def test_unwritable_cache_warns_and_still_returns_the_signals(tmp_path: Path, mo
     with caplog.at_level(logging.WARNING, logger=CACHE_LOGGER):
         signals, stats = _run(teacher, _cache(tmp_path))
     assert teacher.calls == SHARDS and stats.shards_scored == 4 and [s.qid for s in signals] == QIDS
-    assert sum("No space left" in r.getMessage() for r in caplog.records) == 4
+    warned = [r.getMessage() for r in caplog.records if "No space left" in r.getMessage()]
+    assert len(warned) == 1 and "in memory" in warned[0]  # once, not once per shard: the disk stays full
+
+
+# --- shards sized by passages (teacher_shard_passages) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "expected"),
+    [
+        ([3] * 10, 9, [3, 3, 3, 1]),
+        ([3] * 10, 10, [4, 4, 2]),
+        ([3] * 10, 1, [1] * 10),
+        ([3] * 10, 1000, [10]),
+        ([50, 1, 1, 50, 0], 20, [1, 3, 1]),  # a question is never split; one without candidates still counts
+    ],
+)
+def test_plan_shards_closes_a_shard_at_the_passage_budget(sizes, limit, expected):
+    questions = [Question(f"q{i}", "?", (), ()) for i in range(len(sizes))]
+    shards = plan_shards(questions, sizes, limit)
+    assert [len(shard) for shard in shards] == expected
+    assert [q for shard in shards for q in shard] == questions  # in order, each once
+
+
+class JudgingTeacher(CountingTeacher):
+    """A CountingTeacher that, like the LM teachers, judges at most ``num_candidates`` of each pool."""
+
+    num_candidates = 2
+
+
+def test_shards_by_passages_count_what_the_teacher_judges_and_resume(tmp_path: Path):
+    """Ten questions, 2 judged passages each (of 3 candidates), 6 passages a shard: 3 questions a shard."""
+    data = _data()
+    first = JudgingTeacher()
+    signals, stats = score_with_cache(first, data.train, _candidates(), data, _cache(tmp_path), shard_passages=6)
+    assert first.calls == SHARDS and stats.shards_scored == 4
+    again = JudgingTeacher()
+    reused, stats = score_with_cache(again, data.train, _candidates(), data, _cache(tmp_path), shard_passages=6)
+    assert again.calls == [] and stats.shards_reused == 4
+    assert_same_signals(reused, signals)
+
+
+def test_shards_by_passages_keep_the_cache_key(tmp_path: Path):
+    """The shard size regroups questions into files; it is no part of what the signals are."""
+    assert "shard_size" in RUNTIME_KEYS
+    assert config_key(TEACHER_CFG) == config_key({**TEACHER_CFG, "shard_size": 7})
+
+
+def test_bad_shard_passages_raise(tmp_path: Path):
+    data = _data()
+    with pytest.raises(ValueError, match="teacher_shard_passages must be >= 1"):
+        score_with_cache(CountingTeacher(), data.train, _candidates(), data, _cache(tmp_path), shard_passages=0)
+
+
+def test_the_run_config_shards_by_the_default_passages(compose_cfg):
+    """``teacher_shard_passages`` defaults to 240: ~1 minute of LM scoring at ~4 passages/s on 2 CPU cores."""
+    assert compose_cfg("config").teacher_shard_passages == DEFAULT_SHARD_PASSAGES == 240

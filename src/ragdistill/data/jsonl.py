@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ragdistill.data.errors import DataValidationError, json_type_name
-from ragdistill.data.sampling import sample_questions
+from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 
 logger = logging.getLogger(__name__)
@@ -64,15 +64,8 @@ def load_jsonl_data(
     corpus_ids = {p.id for p in corpus}
     train = read_questions(train_path, corpus_ids) if train_path is not None else []
     evaluation = read_questions(eval_path, corpus_ids)
-    _warn_on_shared_ids(train, evaluation)
-    data = RetrievalData(
-        name=name,
-        corpus=corpus,
-        train=sample_questions(train, n_train, seed, split="train"),
-        eval=sample_questions(evaluation, n_eval, seed, split="eval"),
-    )
-    logger.info("Loaded %s", data.summary())
-    return data
+    warn_on_shared_ids(train, evaluation)
+    return assemble_data(name, corpus, train, evaluation, n_train, n_eval, seed)
 
 
 def read_corpus(path: PathArg) -> list[Passage]:
@@ -91,9 +84,9 @@ def read_corpus(path: PathArg) -> list[Passage]:
     first_line: dict[str, int] = {}
     for line, record in read_jsonl_records(path):
         passage = Passage(
-            id=_non_empty_string(record, "id", path, line),
-            text=_non_empty_string(record, "text", path, line),
-            title=_optional_string(record, "title", path, line) or "",
+            id=non_empty_string(record, "id", path, line),
+            text=non_empty_string(record, "text", path, line),
+            title=optional_string(record, "title", path, line) or "",
         )
         _check_unique(passage.id, "passage", first_line, path, line)
         passages.append(passage)
@@ -117,7 +110,7 @@ def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
     first_line: dict[str, int] = {}
     for line, record in read_jsonl_records(path):
         question = Question(
-            id=_non_empty_string(record, "id", path, line),
+            id=non_empty_string(record, "id", path, line),
             text=_question_text(record, path, line),
             answers=_string_list(record, "answers", path, line),
             gold_ids=_string_list(record, "gold_ids", path, line),
@@ -133,7 +126,7 @@ def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
 def _question_text(record: Record, path: PathArg, line: int) -> str:
     """The ``question``, or a dialogue context's ``turns`` joined one per line (exactly one of the two)."""
     if "turns" not in record:
-        return _non_empty_string(record, "question", path, line)
+        return non_empty_string(record, "question", path, line)
     if "question" in record:
         raise DataValidationError(path, "give one of 'question' (a string) and 'turns' (dialogue), not both", line)
     turns = _string_list(record, "turns", path, line, unique=False)  # a dialogue may repeat a turn ("ok")
@@ -169,7 +162,7 @@ def read_jsonl_records(path: PathArg) -> list[tuple[int, Record]]:
     try:
         with file.open("rb") as handle:
             for line, raw in enumerate(handle, start=1):
-                text = _decode(raw, path, line)
+                text = decode(raw, path, line)
                 if text.strip():
                     records.append((line, _parse_object(text, path, line, ends_file=not raw.endswith(b"\n"))))
     except OSError as exc:  # permissions, a file that vanished, an I/O error: no line to blame
@@ -179,7 +172,7 @@ def read_jsonl_records(path: PathArg) -> list[tuple[int, Record]]:
     return records
 
 
-def _decode(raw: bytes, path: PathArg, line: int) -> str:
+def decode(raw: bytes, path: PathArg, line: int) -> str:
     """Decode one line as UTF-8, accepting a byte-order mark only where editors put one: the file's start.
 
     The mark is cut off by hand rather than by the ``utf-8-sig`` codec so that a bad byte is reported
@@ -259,7 +252,8 @@ def _is_unclosed(text: str) -> bool:
     return in_string or depth > 0
 
 
-def _non_empty_string(record: Record, field: str, path: PathArg, line: int) -> str:
+def non_empty_string(record: Record, field: str, path: PathArg, line: int) -> str:
+    """Return ``record[field]``, a string with text in it; otherwise raise naming the file, line and field."""
     if field not in record:
         raise DataValidationError(path, f"missing required field {field!r} (string)", line)
     value = record[field]
@@ -271,7 +265,8 @@ def _non_empty_string(record: Record, field: str, path: PathArg, line: int) -> s
     return value
 
 
-def _optional_string(record: Record, field: str, path: PathArg, line: int) -> str | None:
+def optional_string(record: Record, field: str, path: PathArg, line: int) -> str | None:
+    """Return ``record[field]`` when it is a string, ``None`` when absent or null; raise on any other type."""
     value = record.get(field)
     if value is None:
         return None
@@ -334,7 +329,7 @@ def _check_unique(item_id: str, kind: str, first_line: dict[str, int], path: Pat
     first_line[item_id] = line
 
 
-def _warn_on_shared_ids(train: list[Question], evaluation: list[Question]) -> None:
+def warn_on_shared_ids(train: list[Question], evaluation: list[Question]) -> None:
     """Warn when a question id is in both splits: usually a leak of eval questions into training."""
     shared = {q.id for q in train} & {q.id for q in evaluation}
     if shared:

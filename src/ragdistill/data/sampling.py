@@ -10,7 +10,7 @@ import logging
 import random
 from collections.abc import Iterable, Sequence
 
-from ragdistill.data.schemas import Passage, Question
+from ragdistill.data.schemas import Passage, Question, RetrievalData
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +83,23 @@ def sample_corpus(
     chosen = gold | set(random.Random(seed).sample(others, size - len(gold)))
     logger.info("Shrunk the corpus to %d of %d passages (%d gold) <seed=%d>", size, len(corpus), len(gold), seed)
     return [p for p in corpus if p.id in chosen]
+
+
+def assemble_data(
+    name: str,
+    corpus: list[Passage],
+    train: Sequence[Question],
+    evaluation: Sequence[Question],
+    n_train: int | None,
+    n_eval: int | None,
+    seed: int,
+) -> RetrievalData:
+    """The :class:`RetrievalData` every loader returns: its questions subsampled by :func:`sample_questions`."""
+    data = RetrievalData(
+        name=name,
+        corpus=corpus,
+        train=sample_questions(train, n_train, seed, split="train"),
+        eval=sample_questions(evaluation, n_eval, seed, split="eval"),
+    )
+    logger.info("Loaded %s", data.summary())
+    return data

@@ -33,12 +33,27 @@ class Question:
         text: The question as the user asked it.
         answers: Gold answer strings (may be empty for data without answers).
         gold_ids: Ids of passages labelled relevant by humans (may be empty).
+        graded: Graded human judgements ``(passage id, grade)`` with grade >= 1, for data that has grades
+            (BEIR and TREC qrels), so that nDCG weighs a highly relevant passage above a partly relevant one
+            instead of flattening both to 1. Empty means every gold id has grade 1. When given, its ids are
+            exactly ``gold_ids``, in the same order, so every stage that only knows ``gold_ids`` keeps working.
     """
 
     id: str
     text: str
     answers: tuple[str, ...] = ()
     gold_ids: tuple[str, ...] = ()
+    graded: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse grades that disagree with ``gold_ids``: the two must never tell different stories."""
+        if not self.graded:
+            return
+        if tuple(pid for pid, _ in self.graded) != self.gold_ids:
+            raise ValueError(f"question {self.id!r}: graded ids {self.graded} are not its gold_ids {self.gold_ids}")
+        low = [(pid, grade) for pid, grade in self.graded if grade < 1]
+        if low:
+            raise ValueError(f"question {self.id!r}: grades must be >= 1 (non-relevant passages are left out): {low}")
 
 
 @dataclass

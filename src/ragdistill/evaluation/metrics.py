@@ -2,8 +2,10 @@
 
 Two notions of "relevant" are scored side by side:
 
-- ``gold/*``: the passages humans labelled (``Question.gold_ids``; SQuAD's source paragraph).
-  ``gold/recall@k`` is the fraction of a question's gold passages in its top k (ranx ``recall``).
+- ``gold/*``: the passages humans labelled (``Question.gold_ids``; SQuAD's source paragraph),
+  with their grades where the data has them (``Question.graded``; ``gold/ndcg@10`` uses the grade
+  as gain, as trec_eval's ``ndcg_cut`` does). ``gold/recall@k`` is the fraction of a question's
+  gold passages in its top k (ranx ``recall``).
 - ``answer/*``: every passage that contains a gold answer string (DPR's weak relevance, which
   also credits other paragraphs that state the answer). ``answer/recall@k`` is DPR's "top-k
   retrieval accuracy": the fraction of questions with at least one answer-bearing passage in
@@ -68,11 +70,14 @@ def has_answer(text: str, answers: Iterable[str]) -> bool:
 
 
 def gold_qrels(questions: Iterable[Question]) -> QrelsDict:
-    """Relevance from human labels: each question's ``gold_ids`` at relevance 1.
+    """Relevance from human labels: each question's graded judgements, else its ``gold_ids`` at relevance 1.
 
-    Questions without gold ids are left out (they cannot be scored on this notion).
+    Grades are kept as they are (BEIR's 1 = partly, 2 = highly relevant) because nDCG's gain is the
+    grade: flattening them to 1 would report a ranking that puts a partly relevant passage first as
+    perfect. Recall and MRR count every graded passage as relevant. Questions without gold ids are
+    left out (they cannot be scored on this notion).
     """
-    return {q.id: dict.fromkeys(q.gold_ids, 1) for q in questions if q.gold_ids}
+    return {q.id: dict(q.graded) if q.graded else dict.fromkeys(q.gold_ids, 1) for q in questions if q.gold_ids}
 
 
 def answer_qrels(questions: Iterable[Question], corpus: Sequence[Passage], *, whole_words: bool = True) -> QrelsDict:

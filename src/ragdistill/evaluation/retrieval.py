@@ -10,11 +10,13 @@ from omegaconf import DictConfig
 
 from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.config_check import ConfigError
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
-from ragdistill.evaluation.metrics import answer_qrels, evaluate_run
+from ragdistill.evaluation.metrics import QrelsDict, RunDict, answer_qrels, evaluate_run, gold_qrels
 from ragdistill.evaluation.rag import Reader, evaluate_reader
+from ragdistill.evaluation.run_files import write_run_files
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
@@ -30,6 +32,9 @@ DENSE = "test"
 VALIDATION = "val"
 """Metric prefix of the retriever on the training questions held out from fitting (``val/gold/recall@5``)."""
 
+RUNS_DIR = "runs"
+"""Folder of the run dir holding every evaluated ranking and its qrels in TREC format (``runs/test.run``)."""
+
 
 def needs_bm25(cfg: DictConfig) -> bool:
     """Whether the evaluation settings ask for a BM25 run (as a baseline or to fuse with)."""
@@ -41,29 +46,69 @@ def _fusion(cfg: DictConfig) -> str | None:
 
 
 def check_evaluation_settings(cfg: DictConfig) -> None:
-    """Fail before any work on settings that evaluation, the last stage, would reject after training.
+    """Fail before any work on settings that evaluation, the last stage, would reject or misreport after training.
+
+    A cut-off beyond ``evaluation.depth`` is refused: the search stops at ``depth``, so ``recall@500`` of a
+    depth-100 search would report a figure it never measured.
 
     Raises:
-        ValueError: Naming the ``evaluation.*`` key and what it accepts.
+        ConfigError: Naming the ``evaluation.*`` key and what it accepts (a ``ValueError``, as before).
     """
     ks = list(cfg.ks)
     if not ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
-        raise ValueError(f"evaluation.ks must be a non-empty list of integers >= 1, got {ks}")
-    if not isinstance(cfg.depth, int) or cfg.depth < 1:
-        raise ValueError(f"evaluation.depth must be an integer >= 1, got {cfg.depth!r}")
+        raise ConfigError(f"evaluation.ks must be a non-empty list of integers >= 1, got {ks}")
+    if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
+        raise ConfigError(f"evaluation.depth must be an integer >= 1, got {cfg.depth!r}")
+    if max(ks) > cfg.depth:
+        raise ConfigError(
+            f"evaluation.ks={ks} goes beyond evaluation.depth={cfg.depth} (the passages searched per question): "
+            f"raise evaluation.depth to {max(ks)} or drop the larger cut-offs"
+        )
     fusion = _fusion(cfg)
     if fusion is not None and fusion not in FUSION_METHODS:
-        raise ValueError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
-    encode_settings(cfg)  # raises on a bad encoding switch
+        raise ConfigError(f"evaluation.fusion must be one of {['none', *FUSION_METHODS]}, got {fusion!r}")
+    try:
+        encode_settings(cfg)  # raises on a bad encoding switch
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     top_k, reader_runs = _reader_settings(cfg)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise ValueError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
+        raise ConfigError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
     known = _run_prefixes(cfg)
     unknown = [p for p in reader_runs if p not in known]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"evaluation.reader_runs names runs {unknown} this evaluation does not make; choose from {known}"
         )
+
+
+def metric_problem(name: str, cfg: DictConfig, *, held_out: bool) -> str | None:
+    """Why an evaluation with settings ``cfg`` cannot produce metric ``name``, or None if it can (or may).
+
+    Checked before the run, so a sweep does not train every trial to find its objective missing. Names
+    outside the evaluation's prefixes (``teacher/...``, ``train/...``) are not judged here.
+
+    Args:
+        name: A metric key such as ``val/gold/recall@5`` or ``test_fusion_rrf/answer/mrr@10``.
+        cfg: The ``evaluation`` settings.
+        held_out: Whether the data module holds training questions out (``datamodule.val_size > 0``),
+            which the ``val/...`` figures are measured on.
+    """
+    from ragdistill.evaluation.metrics import RANK_CUTOFF
+
+    prefix, _, rest = name.partition("/")
+    prefixes = _run_prefixes(cfg) + ([VALIDATION] if held_out else [])
+    if prefix != VALIDATION and not prefix.startswith(DENSE):
+        return None
+    if prefix not in prefixes:
+        return f"this run makes no {prefix}/... figures; metric prefixes it makes: {prefixes}"
+    family, _, metric = rest.partition("/")
+    if family not in ("gold", "answer") or not metric:
+        return None  # test/questions, test/rag/em (with a reader): not a ranking cut-off
+    made = [f"recall@{k}" for k in cfg.ks] + [f"mrr@{RANK_CUTOFF}", f"ndcg@{RANK_CUTOFF}"]
+    if metric not in made:
+        return f"the evaluation makes {family}/{made} (evaluation.ks={list(cfg.ks)}), not {family}/{metric}"
+    return None
 
 
 ENCODE_KEYS = {
@@ -130,7 +175,8 @@ def evaluate_retriever(
 ) -> dict[str, float]:
     """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
 
-    Writes the faiss index to ``run_dir/index`` and ``run_dir/recall_at_k.png``; with a reader, also the
+    Writes the faiss index to ``run_dir/index``, ``run_dir/recall_at_k.png`` and each run with the qrels it
+    was scored against in TREC format under ``run_dir/runs`` (:func:`_write_trec_files`); with a reader, also the
     reader's answers from the top-``reader_top_k`` of each run in ``evaluation.reader_runs``
     (``answers_<prefix>.jsonl``) and their EM/F1.
 
@@ -180,17 +226,31 @@ def evaluate_retriever(
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
     metrics[f"{DENSE}/questions"] = float(len(data.eval))
+    trec_runs, trec_qrels = dict(runs), {"gold": gold_qrels(data.eval), "answer": relevance}
     if validation and validation_run is not None:
         val_relevance = answer_qrels(validation, data.corpus)
         scored = evaluate_run(validation_run, validation, data.corpus, cfg.ks, answer_relevance=val_relevance)
         metrics |= {f"{VALIDATION}/{name}": value for name, value in scored.items()}
         metrics[f"{VALIDATION}/questions"] = float(len(validation))
+        trec_runs[VALIDATION] = validation_run
+        trec_qrels |= {f"{VALIDATION}_gold": gold_qrels(validation), f"{VALIDATION}_answer": val_relevance}
     if is_global_zero():
         _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
+        _write_trec_files(run_dir / RUNS_DIR, trec_runs, trec_qrels)
     if reader is not None:
         top_k, reader_runs = _reader_settings(cfg)
         metrics |= evaluate_reader(reader, {prefix: runs[prefix] for prefix in reader_runs}, data, top_k, run_dir)
     return metrics
+
+
+def _write_trec_files(directory: Path, runs: dict[str, RunDict], qrels: dict[str, QrelsDict]) -> None:
+    """Write every evaluated ranking (``<prefix>.run``) and its qrels (``gold.qrels``, ``answer.qrels``).
+
+    So that a reader can recompute every ``gold/*`` figure with ``trec_eval -c`` or ``ir_measures``
+    (``answer/recall@k`` is ``Success@k`` over the answer qrels, times the share of answerable questions
+    that have one). Validation questions get ``val.run`` with ``val_gold.qrels`` and ``val_answer.qrels``.
+    """
+    write_run_files(directory, runs, qrels)
 
 
 def _plot(metrics: dict[str, float], prefixes: list[str], name: str, path: Path) -> None:

@@ -47,6 +47,8 @@ def teacher_quality(
     questions: list[Question],
     data: RetrievalData,
     candidates: Mapping[str, RankedList] | None = None,
+    *,
+    reads_scores: bool = True,
 ) -> dict[str, float]:
     """Return ``teacher/*`` figures over the signals whose candidate pool holds a gold paragraph.
 
@@ -63,7 +65,9 @@ def teacher_quality(
       indicators over the run, with a logged warning when they say the reader is too weak to teach
       (:func:`~ragdistill.teachers.attention_indicators.reader_indicators`).
 
-    A teacher these figures call useless gets a logged warning (:func:`weak_teacher_warnings`).
+    A teacher these figures call useless gets a logged warning (:func:`weak_teacher_warnings`);
+    ``reads_scores`` (the loss's ``reads_teacher_scores``) says whether the student learns the teacher's
+    scores, or only its positives (InfoNCE), which no score distribution can spoil.
     """
     by_id = {q.id: q for q in questions}
     gold_hits, gold_pools, answer_hits, answer_pools, chance, entropies = 0, 0, 0, 0, 0.0, []
@@ -103,22 +107,25 @@ def teacher_quality(
     for key in sorted({key for signal in signals for key in signal.diagnostics}):  # e.g. AAR's lm_positive_is_gold
         values = [signal.diagnostics[key] for signal in signals if key in signal.diagnostics]
         figures[f"teacher/{key}"] = float(np.mean(values))
-    for warning in weak_teacher_warnings(figures):
+    for warning in weak_teacher_warnings(figures, reads_scores=reads_scores):
         logger.warning(warning)
     return figures | reader_indicators(signals)
 
 
-def weak_teacher_warnings(figures: Mapping[str, float]) -> list[str]:
+def weak_teacher_warnings(figures: Mapping[str, float], *, reads_scores: bool = True) -> list[str]:
     """Why a student distilled from this teacher would likely end up worse than it started, if it would.
 
     Each case was measured on SQuAD-open (docs/results/): a teacher that is almost uniform over its candidates
     (an intermediate ranker fit on 80 LLM orders: entropy 2.301 of 2.303 nats, top-1 gold 10.6%) or that puts
     the gold paragraph first less often than BM25's own order (the raw reader's attention, 41.7% vs 75.5%)
     gave retrievers below the untrained MiniLM. The figures are :func:`teacher_quality`'s.
+
+    The uniform-scores warning presumes a loss that reads the scores (``reads_scores``): a gold teacher's
+    scores are flat over its negatives by design, and InfoNCE reads only which passage is the positive.
     """
     warnings = []
     entropy, uniform = figures.get("teacher/entropy"), figures.get("teacher/uniform_entropy")
-    if entropy is not None and uniform and entropy >= NEAR_UNIFORM * uniform:
+    if reads_scores and entropy is not None and uniform and entropy >= NEAR_UNIFORM * uniform:
         warnings.append(
             f"The teacher's scores are almost uniform over its candidates (mean entropy {entropy:.3f} nats, "
             f"uniform {uniform:.3f}): a KL or listwise student learns to flatten its own ranking, not to "

@@ -96,6 +96,7 @@ class ResumeCheckpoint(Callback):
         self.every_n_steps = every_n_steps
         self.directory: Path | None = None
         self._pending_rng: dict[str, Any] | None = None
+        self._failed = False
 
     def use(self, directory: Path) -> None:
         """Save into ``directory`` from now on."""
@@ -125,7 +126,26 @@ class ResumeCheckpoint(Callback):
             self._pending_rng = None
 
     def _save(self, trainer: pl.Trainer) -> None:
-        if self.directory is None or trainer.sanity_checking:
+        """Save the state, or warn once and go on: a resume checkpoint only saves a rerun time.
+
+        An unwritable or full cache dir used to end a finished fit with a traceback, losing the trained
+        weights (and, with an LM teacher, hours of scoring) for want of a file that is deleted on success.
+        """
+        if self.directory is None or trainer.sanity_checking or self._failed:
+            return
+        try:
+            self._write(trainer)
+        except OSError as error:
+            self._failed = True
+            logger.warning(
+                "Could not save the resume checkpoint to <%s> (%s); training goes on, but a rerun after a crash "
+                "will start training over",
+                self.directory,
+                error.strerror or error,
+            )
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        if self.directory is None:
             return
         if is_global_zero():
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -150,6 +170,26 @@ def checkpoint_to_resume(directory: Path) -> Path | None:
         shutil.rmtree(directory, ignore_errors=True)
         return None
     return directory / CHECKPOINT_FILE
+
+
+def start_from(module: pl.LightningModule, ckpt_path: str | Path | None) -> Path | None:
+    """Where ``Trainer.fit`` should resume from, given the user's ``ckpt_path`` (None: train from the start).
+
+    A full Lightning checkpoint (optimizer state, loop position) resumes the run it came from: its path is
+    returned for ``fit(ckpt_path=...)``. A weights-only one (the default ``checkpoints/*.ckpt`` of a run,
+    ``save_weights_only``) has nothing to resume, and Lightning would refuse it; its weights are loaded
+    into ``module`` here and training starts from them.
+    """
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if "optimizer_states" in checkpoint:
+        logger.info("Resuming training from the checkpoint <%s> (ckpt_path)", path)
+        return path
+    module.load_state_dict(checkpoint["state_dict"])
+    logger.info("Starting training from the weights of <%s> (ckpt_path; weights only, so from step 0)", path)
+    return None
 
 
 def forget(directory: Path) -> None:

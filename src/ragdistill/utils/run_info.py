@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,31 @@ def save_run_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(run_dir / "run_info.json", json.dumps(info, indent=2))
     atomic_write_text(run_dir / "resolved_config.yaml", OmegaConf.to_yaml(job_config(cfg), resolve=True))
     return info
+
+
+class UnwritableDirError(OSError):
+    """A directory the run must write (run dir, cache dir) that cannot be written; the message says which key."""
+
+
+def probe_writable(directory: Path, key: str) -> None:
+    """Create ``directory`` if needed and write and delete a probe file in it, before any work.
+
+    An unwritable cache dir used to surface only after training (the resume checkpoint's save), and an
+    unwritable run dir as a traceback from Hydra; both are knowable in a millisecond at start.
+
+    Args:
+        directory: The directory to probe.
+        key: The config key that names it (``paths.cache_dir``), for the message.
+
+    Raises:
+        UnwritableDirError: Naming the key, the directory, the reason and what to do.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UnwritableDirError(
+            f"{key}={str(directory)!r} cannot be written ({reason}): point {key} at a writable directory"
+        ) from None
