@@ -155,6 +155,7 @@ def measure(name: str, args: argparse.Namespace) -> None:
         "fit_s": {form: metrics[form].get("runtime/fit_s") for form in commands if form != "untrained"},
         "p_values": paired_tests(dirs),
         "questions": args.eval_questions,
+        "train_questions": int(metrics["paper"]["train/questions"]),
         "corpus_size": args.corpus_size,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,13 @@ def render() -> str:
         lines.append(f"| {record['recipe']} | untrained MiniLM | " + " | ".join(cells) + " | – | – |")
     lines += ["", "## What changed, and the commands", ""]
     for record in records:
-        scale = f"{record['questions']} questions, corpus {record['corpus_size']}"
+        corpus = (
+            "the whole corpus" if record["corpus_size"] == "null" else f"a {record['corpus_size']}-paragraph corpus"
+        )
+        scale = (
+            f"trained on {record.get('train_questions', '?')} questions, evaluated on {record['questions']} dev "
+            f"questions over {corpus}"
+        )
         lines += [f"**{record['recipe']}** ({scale}): {record['what_changed']}.", "", "```bash"]
         lines += [record["commands"][form] for form in ("untrained", "paper", "earlier") if form in record["commands"]]
         lines += ["```", ""]
