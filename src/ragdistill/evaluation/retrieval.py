@@ -14,7 +14,7 @@ from ragdistill.config_check import ConfigError
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
-from ragdistill.evaluation.metrics import QrelsDict, RunDict, answer_qrels, evaluate_run, gold_qrels
+from ragdistill.evaluation.metrics import answer_qrels, evaluate_run, gold_qrels
 from ragdistill.evaluation.rag import Reader, evaluate_reader
 from ragdistill.evaluation.run_files import write_run_files
 from ragdistill.index.faiss_index import FaissIndex
@@ -176,7 +176,7 @@ def evaluate_retriever(
     """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
 
     Writes the faiss index to ``run_dir/index``, ``run_dir/recall_at_k.png`` and each run with the qrels it
-    was scored against in TREC format under ``run_dir/runs`` (:func:`_write_trec_files`); with a reader, also the
+    was scored against in TREC format under ``run_dir/runs``; with a reader, also the
     reader's answers from the top-``reader_top_k`` of each run in ``evaluation.reader_runs``
     (``answers_<prefix>.jsonl``) and their EM/F1.
 
@@ -236,21 +236,13 @@ def evaluate_retriever(
         trec_qrels |= {f"{VALIDATION}_gold": gold_qrels(validation), f"{VALIDATION}_answer": val_relevance}
     if is_global_zero():
         _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
-        _write_trec_files(run_dir / RUNS_DIR, trec_runs, trec_qrels)
+        # every ``gold/*`` figure can be recomputed from these with trec_eval -c or ir_measures (``answer/recall@k``
+        # is Success@k over answer.qrels times the share of answerable questions); val.run goes with val_*.qrels
+        write_run_files(run_dir / RUNS_DIR, trec_runs, trec_qrels)
     if reader is not None:
         top_k, reader_runs = _reader_settings(cfg)
         metrics |= evaluate_reader(reader, {prefix: runs[prefix] for prefix in reader_runs}, data, top_k, run_dir)
     return metrics
-
-
-def _write_trec_files(directory: Path, runs: dict[str, RunDict], qrels: dict[str, QrelsDict]) -> None:
-    """Write every evaluated ranking (``<prefix>.run``) and its qrels (``gold.qrels``, ``answer.qrels``).
-
-    So that a reader can recompute every ``gold/*`` figure with ``trec_eval -c`` or ``ir_measures``
-    (``answer/recall@k`` is ``Success@k`` over the answer qrels, times the share of answerable questions
-    that have one). Validation questions get ``val.run`` with ``val_gold.qrels`` and ``val_answer.qrels``.
-    """
-    write_run_files(directory, runs, qrels)
 
 
 def _plot(metrics: dict[str, float], prefixes: list[str], name: str, path: Path) -> None:
