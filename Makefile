@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # mkdocs-material prints a banner about its successor on every build
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup quickstart test test-slow lint format mpnet gemma server
+.PHONY: setup quickstart test test-fast test-slow lint format mpnet gemma server
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python scripts/render_results.py --check
 	$(BIN)/mkdocs build --strict --quiet
 
@@ -35,6 +36,10 @@ lint: setup
 test: lint $(VENV)/.mpnet $(VENV)/.gemma $(VENV)/.server
 	$(BIN)/pytest
 	$(BIN)/pytest -m slow
+
+# the edit-test loop: unit tests only (~2 min on 2 cores); end-to-end runs are marked `pipeline`
+test-fast: setup
+	$(BIN)/pytest -m 'not slow and not pipeline' -q
 
 test-slow: setup
 	$(BIN)/pytest -m slow

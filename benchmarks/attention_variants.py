@@ -22,10 +22,10 @@ import torch
 from teacher_setup import load_lm, publish, shown_path, squad_slice
 
 from ragdistill.evaluation.teacher_quality import teacher_quality
+from ragdistill.runtime.precision import cpu_bf16_description, resolve_precision
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-from ragdistill.utils.precision import cpu_bf16_description, resolve_precision
 
 TOP_THIRD = list(range(-10, 0))  # SmolLM2 has 30 layers
 

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from ranx import Qrels, Run, compare, evaluate
 
-from ragdistill.candidates.base import as_run
+from ragdistill.data.ranking import as_run
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.metrics import gold_qrels
 from ragdistill.evaluation.retrieval import encode_settings

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from teacher_setup import ROOT, load_lm, publish, shown_path, squad_slice
 
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.models.chat_api import ChatClient
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.models.local_chat import LocalChat
 from ragdistill.teachers.llm_ranking import ListwiseRankingTeacher
 from ragdistill.teachers.ranking_output import extract_ids, parse_ranking
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
 
 EXAMPLES = 3

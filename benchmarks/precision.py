@@ -5,7 +5,7 @@ Side by side in one process, on the same SQuAD paragraphs:
     python benchmarks/precision.py            # 640 paragraphs, 3 train steps of 64 passages each
 
 Writes ``benchmarks/results/precision.md`` (``--out``) and prints it; the header names the CPU's bfloat16
-support, which decides which way the result goes (see :mod:`ragdistill.utils.precision`). The figures back
+support, which decides which way the result goes (see :mod:`ragdistill.runtime.precision`). The figures back
 the ``precision`` defaults in ``conf/trainer/cpu.yaml`` and ``conf/evaluation/default.yaml``.
 """
 
@@ -22,7 +22,7 @@ import torch
 from ragdistill.data.squad import load_squad_open
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
-from ragdistill.utils.precision import cpu_bf16_description, force_cpu_bf16
+from ragdistill.runtime.precision import cpu_bf16_description, force_cpu_bf16
 from ragdistill.utils.quiet import quiet_third_party
 
 ROOT = Path(__file__).resolve().parents[1]

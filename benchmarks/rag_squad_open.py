@@ -33,13 +33,13 @@ from compare_retrievers import rerun
 from scipy.stats import ttest_rel
 from teacher_setup import ROOT, publish
 
-from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.ranking import as_run
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.evaluation.qa import qa_scores
 from ragdistill.evaluation.rag import top_passages
 from ragdistill.models.lm import LanguageModel
 from ragdistill.reader.lm_reader import LMReader, answer_records
+from ragdistill.reader.qa import qa_scores
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.quiet import quiet_third_party
 

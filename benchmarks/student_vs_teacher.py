@@ -19,11 +19,11 @@ import numpy as np
 from scipy.stats import kendalltau
 from teacher_positions import cached_signals
 
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.quiet import quiet_third_party
 
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.schemas import RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.data.squad import load_squad_open
 from ragdistill.teachers.cache import SignalCache
-from ragdistill.teachers.signal import TeacherSignal
 
 
 def cached_signals(cache_dir: Path, data: RetrievalData, shard_size: int = 64) -> list[TeacherSignal]:

@@ -27,8 +27,8 @@ from scipy.stats import spearmanr
 from teacher_setup import load_lm, publish, squad_slice
 
 from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm_inputs import LMExample
 from ragdistill.teachers.attention import AttentionTeacher
-from ragdistill.teachers.lm_inputs import LMExample
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ragdistill.candidates.base import RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.data.squad import load_squad_open
 from ragdistill.models.lm import LanguageModel

@@ -47,10 +47,10 @@ import torch
 from teacher_setup import ROOT, Footprint, footprint, load_lm, publish, run_child, squad_slice
 
 from ragdistill.data.schemas import RetrievalData
+from ragdistill.data.signal import TeacherSignal
+from ragdistill.runtime.determinism import skip_nan_fill
 from ragdistill.teachers.gold import GoldTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-from ragdistill.teachers.signal import TeacherSignal
-from ragdistill.utils.determinism import skip_nan_fill
 from ragdistill.utils.quiet import quiet_third_party
 
 PAIRINGS = {"gold": "infonce", "kl": "kl"}
@@ -178,7 +178,7 @@ def run_ours(args: argparse.Namespace, work: dict[str, Any], run_dir: Path, nan_
     """Fit our BiEncoder with the pipeline's trainer for warm-up + timed steps; return loss₀ and the clock.
 
     As the pipeline does, the deterministic algorithms ``trainer=cpu`` asks for stay on without torch's NaN
-    fill of every new uninitialised tensor (:func:`~ragdistill.utils.determinism.skip_nan_fill`).
+    fill of every new uninitialised tensor (:func:`~ragdistill.runtime.determinism.skip_nan_fill`).
     ``nan_fill=True`` keeps that fill: how our step ran before (the profile's ``aten::fill_``).
     """
     from hydra.utils import instantiate
@@ -420,7 +420,7 @@ def timing_report(args: argparse.Namespace, workload: Path, prepared: dict[str, 
             " the repeats; the ratio is of the medians. Peak RSS: the process's high-water mark during training"
             " (counter reset just before it); growth: that peak minus the resident memory before training."
             " ours: the pipeline's path, `trainer.deterministic=true` without torch's NaN fill of new tensors"
-            " (`ragdistill.utils.determinism.skip_nan_fill`); ours with NaN fill: the same run with"
+            " (`ragdistill.runtime.determinism.skip_nan_fill`); ours with NaN fill: the same run with"
             " `torch.utils.deterministic.fill_uninitialized_memory = True`, as our step ran before that fix.",
         ]
     )

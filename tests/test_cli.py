@@ -13,8 +13,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from ragdistill.cli import CONFIG_PATH, RunInputError, run_task
-from ragdistill.config_check import ConfigError
 from ragdistill.data.errors import DataValidationError
+from ragdistill.utils.errors import ConfigError
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

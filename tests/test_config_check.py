@@ -1,6 +1,7 @@
 import pytest
 
-from ragdistill.config_check import ConfigError, check_config
+from ragdistill.config_check import check_config
+from ragdistill.utils.errors import ConfigError
 
 
 def test_shipped_configs_pass(compose_cfg):

@@ -34,14 +34,8 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ragdistill.cli import CONFIG_PATH
-from ragdistill.config_check import (
-    HYDRA_KEYS,
-    Bound,
-    ConfigError,
-    check_config,
-    documented_constraints,
-    effective_hints,
-)
+from ragdistill.config_check import HYDRA_KEYS, Bound, check_config, documented_constraints, effective_hints
+from ragdistill.utils.errors import ConfigError
 
 CONF = Path(CONFIG_PATH)
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,8 +20,10 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ragdistill.utils.distributed import is_global_zero, merge_in_order, shard_positions, start_processes
-from ragdistill.utils.predict import run_predict
+from ragdistill.runtime.distributed import is_global_zero, merge_in_order, shard_positions, start_processes
+from ragdistill.runtime.predict import run_predict
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 # -- (a) the dealing and the merge, as pure functions -------------------------------------------------
 

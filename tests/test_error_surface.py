@@ -21,9 +21,11 @@ from omegaconf import OmegaConf
 
 from ragdistill import pipeline
 from ragdistill.cli import RunInputError, run_task, user_error
-from ragdistill.config_check import ConfigError
 from ragdistill.data.errors import DataValidationError
 from ragdistill.models.locate import ModelNotFoundError
+from ragdistill.utils.errors import ConfigError
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

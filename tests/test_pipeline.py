@@ -10,11 +10,13 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ragdistill.candidates.base import as_run
+from ragdistill.data.ranking import as_run
 from ragdistill.evaluation.metrics import evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.pipeline import evaluate, train
 from ragdistill.retriever.search import search
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 FAST = ["experiment=fixture_smoke", "trainer.max_epochs=1", "logger=csv"]
 

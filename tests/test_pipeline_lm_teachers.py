@@ -8,6 +8,8 @@ import pytest
 
 from ragdistill.pipeline import train
 
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
+
 FAST = [
     "experiment=fixture_smoke",
     "trainer.max_epochs=1",
@@ -56,7 +58,7 @@ def test_lm_teacher_trains_and_second_run_reuses_the_cache(
 
 
 def test_aar_remines_negatives_with_the_retriever_during_training(tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir):
-    from ragdistill.retriever.hard_negatives import HardNegativeRefresh
+    from ragdistill.candidates.hard_negatives import HardNegativeRefresh
 
     overrides = [
         *[o for o in FAST if not o.startswith(("teacher.", "loss=", "datamodule.group_size"))],

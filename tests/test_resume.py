@@ -177,12 +177,12 @@ def test_a_resume_checkpoint_that_cannot_be_saved_warns_once_and_training_goes_o
     """A full or read-only cache dir used to end a finished fit with a traceback (issue 29); now it warns."""
     import logging
 
-    from ragdistill.utils.resume import ResumeCheckpoint
+    from ragdistill.runtime.resume import ResumeCheckpoint
 
     callback = ResumeCheckpoint(every_n_steps=1)
     callback.use(tmp_path / "resume")
     trainer = _Trainer(OSError(28, "No space left on device"))
-    with caplog.at_level(logging.WARNING, logger="ragdistill.utils.resume"):
+    with caplog.at_level(logging.WARNING, logger="ragdistill.runtime.resume"):
         callback.on_train_batch_end(trainer, None)
         callback.on_train_batch_end(trainer, None)
         callback.on_train_end(trainer, None)
@@ -206,7 +206,7 @@ def _module():
 def test_ckpt_path_of_weights_only_loads_the_weights_and_trains_from_step_0(tmp_path):
     import torch
 
-    from ragdistill.utils.resume import start_from
+    from ragdistill.runtime.resume import start_from
 
     trained, fresh = _module(), _module()
     with torch.no_grad():
@@ -220,7 +220,7 @@ def test_ckpt_path_of_weights_only_loads_the_weights_and_trains_from_step_0(tmp_
 def test_ckpt_path_of_a_full_checkpoint_is_resumed_by_lightning(tmp_path):
     import torch
 
-    from ragdistill.utils.resume import start_from
+    from ragdistill.runtime.resume import start_from
 
     module = _module()
     full = {"state_dict": module.state_dict(), "optimizer_states": [{}], "loops": {}, "global_step": 7}

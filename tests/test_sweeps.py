@@ -29,6 +29,8 @@ from ragdistill.cli import CONFIG_PATH, _metric
 from ragdistill.config_check import check_config
 from ragdistill.report.build import build_report
 
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
+
 CONF = Path(CONFIG_PATH)
 SWEEPS_README = CONF.parent / "docs" / "sweeps.md"
 BIN = Path(sys.executable).parent

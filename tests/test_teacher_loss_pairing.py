@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.config_check import ConfigError
 from ragdistill.pipeline import train
+from ragdistill.utils.errors import ConfigError
 
 NATURAL_LOSS = {
     "gold": "infonce",

@@ -15,11 +15,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ragdistill.config_check import ConfigError, check_missing
+from ragdistill.config_check import check_missing
 from ragdistill.data.errors import DataValidationError
 from ragdistill.models.locate import ModelNotFoundError
+from ragdistill.runtime.run_info import UnwritableDirError, probe_writable
+from ragdistill.utils.errors import ConfigError
 from ragdistill.utils.quiet import quiet_third_party
-from ragdistill.utils.run_info import UnwritableDirError, probe_writable
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +114,13 @@ def run_task(
 
     A bad config value, data file, model path or directory (:data:`INPUT_ERRORS`, also when Hydra's
     ``instantiate`` wrapped it) is logged as one line and re-raised as a :class:`RunInputError`; SIGTERM
-    ends the run with exit status :data:`~ragdistill.utils.predict.TERMINATED`; any other failure is logged
+    ends the run with exit status :data:`~ragdistill.runtime.predict.TERMINATED`; any other failure is logged
     with its traceback and re-raised as it is. Missing mandatory values are all named before anything runs.
     """
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from ragdistill.utils.config_tree import print_config_tree  # imports Lightning: not for a bad override
-    from ragdistill.utils.predict import TERMINATED
+    from ragdistill.runtime.config_tree import print_config_tree  # imports Lightning: not for a bad override
+    from ragdistill.runtime.predict import TERMINATED
 
     try:
         check_missing(cfg)  # before the tree: it would print '???' and the run fail on the first one read

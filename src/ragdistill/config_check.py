@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ragdistill.utils.errors import ConfigError
+
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -29,10 +31,6 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
 }
-
-
-class ConfigError(ValueError):
-    """A config key or value that the object it configures would reject."""
 
 
 @dataclass(frozen=True)

@@ -18,25 +18,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from ragdistill.candidates.base import CandidateGenerator, RankedList
+from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.config_check import ConfigError, check_run
+from ragdistill.config_check import check_run
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25
 from ragdistill.evaluation.teacher_quality import teacher_quality
+from ragdistill.loggers.dashboards import build_loggers, log_run_outputs
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.export import export_sentence_transformers
+from ragdistill.runtime.determinism import skip_nan_fill
+from ragdistill.runtime.distributed import is_global_zero, start_processes
+from ragdistill.runtime.precision import resolve_precision
+from ragdistill.runtime.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key, start_from
+from ragdistill.runtime.run_info import probe_writable, save_run_info
+from ragdistill.runtime.timing import StageTimer
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, SignalCache, score_with_cache
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.dashboards import build_loggers, log_run_outputs
-from ragdistill.utils.determinism import skip_nan_fill
-from ragdistill.utils.distributed import is_global_zero, start_processes
-from ragdistill.utils.precision import resolve_precision
-from ragdistill.utils.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key, start_from
-from ragdistill.utils.run_info import probe_writable, save_run_info
-from ragdistill.utils.timing import StageTimer
+from ragdistill.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.ranking import as_run
 from ragdistill.data.schemas import Passage, Question
 
 CORPUS = [

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from ragdistill.config_check import ConfigError, check_config
+from ragdistill.config_check import check_config
 from ragdistill.data.beir import load_beir
 from ragdistill.data.errors import DataValidationError
 from ragdistill.evaluation.metrics import evaluate_run, gold_qrels
+from ragdistill.utils.errors import ConfigError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "beir"
 QID_L = "56e1f10ee3433e1400423222"  # test qrels lines 3-5: dev-0004-040 grade 2, -019 grade 1, -023 grade 0

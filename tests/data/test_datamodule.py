@@ -6,7 +6,7 @@ import torch
 
 from ragdistill.data.datamodule import DistillationDataModule, EpochSampler, select_group
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.data.signal import TeacherSignal
 
 
 def _data(n_questions=10):

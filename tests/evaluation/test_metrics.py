@@ -8,13 +8,9 @@ import re
 import numpy as np
 import pytest
 
+from ragdistill.data.answers import normalize_text
 from ragdistill.data.schemas import Passage, Question
-from ragdistill.evaluation.metrics import (
-    answer_qrels,
-    evaluate_run,
-    gold_qrels,
-    normalize_text,
-)
+from ragdistill.evaluation.metrics import answer_qrels, evaluate_run, gold_qrels
 
 
 def _q(qid: str, gold: tuple[str, ...] = (), answers: tuple[str, ...] = ()) -> Question:
@@ -175,7 +171,7 @@ def test_gold_qrels() -> None:
 
 
 def test_has_answer_is_whole_word_and_normalised() -> None:
-    from ragdistill.evaluation.metrics import has_answer
+    from ragdistill.data.answers import has_answer
 
     assert has_answer("Born in  PARIS, France", ["paris"])
     assert not has_answer("In 1990 it rained", ["1"])

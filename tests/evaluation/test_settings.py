@@ -33,7 +33,7 @@ def test_bm25_is_needed_for_the_baseline_or_for_fusion():
 
 
 def test_bad_settings_are_config_errors_so_the_cli_prints_one_line():
-    from ragdistill.config_check import ConfigError
+    from ragdistill.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^evaluation\.depth must be an integer >= 1, got 0$"):
         check_evaluation_settings(_settings(depth=0))
@@ -80,7 +80,7 @@ def test_metric_problem_names_what_the_evaluation_cannot_make(name, held_out, pr
 )
 def test_the_settings_check_accepts_exactly_what_evaluation_can_measure(ks, depth, fusion):
     """Any ks/depth/fusion: either accepted, and then every cut-off is searched, or one ConfigError line."""
-    from ragdistill.config_check import ConfigError
+    from ragdistill.utils.errors import ConfigError
 
     valid = bool(ks) and min(ks) >= 1 and depth >= 1 and max(ks) <= depth and fusion in ("none", "rrf", "wsum", None)
     try:

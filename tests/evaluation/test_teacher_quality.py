@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.evaluation.teacher_quality import teacher_quality, weak_teacher_warnings
-from ragdistill.teachers.signal import TeacherSignal
 
 
 def test_top1_rates_against_the_labels_the_teacher_did_not_use():

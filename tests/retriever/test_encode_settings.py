@@ -6,8 +6,8 @@ import torch
 
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encode_texts, plan_batches, token_lengths
-from ragdistill.utils import precision as precision_module
-from ragdistill.utils.precision import FORCE_ENV, force_cpu_bf16
+from ragdistill.runtime import precision as precision_module
+from ragdistill.runtime.precision import FORCE_ENV, force_cpu_bf16
 
 TEXTS = [
     "a short one",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.candidates.hard_negatives import remine
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.retriever.hard_negatives import remine
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.aar import AARTeacher
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.signal import TeacherSignal
 
 
 class FixedScores(Teacher):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers import attention
 from ragdistill.teachers.attention import AttentionTeacher
@@ -25,7 +26,6 @@ from ragdistill.teachers.attention_indicators import (
     question_words,
     reader_indicators,
 )
-from ragdistill.teachers.signal import TeacherSignal
 
 FAST = {"precision": "32-true", "accelerator": "cpu", "max_passage_tokens": 48}
 INDICATOR_KEYS = {ANSWER_MASS, ANSWER_SHARE, QUESTION_MASS, QUESTION_SHARE}

@@ -7,22 +7,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ragdistill.candidates.base import RankedList
 from ragdistill.data.fixture import load_fixture
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import NO_OPINION, TeacherSignal
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.cache import (
-    CACHE_FORMAT_VERSION,
-    DEFAULT_SHARD_PASSAGES,
-    RUNTIME_KEYS,
-    CacheStats,
-    SignalCache,
-    config_key,
-    plan_shards,
-    score_with_cache,
-)
+from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, CacheStats, SignalCache, plan_shards, score_with_cache
 from ragdistill.teachers.gold import GoldTeacher
-from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
+from ragdistill.utils.cache_key import CACHE_FORMAT_VERSION, RUNTIME_KEYS, config_key
 
 CACHE_LOGGER = "ragdistill.teachers.cache"
 TEACHER_CFG = {"_target_": "tests.FakeTeacher", "temperature": 1.0, "lm": {"name": "tiny", "batch_size": 8}}

@@ -1,6 +1,6 @@
 """What an LM computed is cached under the precision it really ran in, not only the one configured.
 
-On a CPU without bfloat16 a ``bf16-mixed`` teacher runs in float32 (:mod:`ragdistill.utils.precision`);
+On a CPU without bfloat16 a ``bf16-mixed`` teacher runs in float32 (:mod:`ragdistill.runtime.precision`);
 those scores differ from the bfloat16 ones another machine makes from the same config, so the two must not
 share a cache entry.
 """
@@ -13,11 +13,11 @@ import pytest
 
 from ragdistill.models.lm import LanguageModel
 from ragdistill.models.local_chat import LocalChat
+from ragdistill.runtime import precision as precision_module
+from ragdistill.runtime.precision import FORCE_ENV, force_cpu_bf16
 from ragdistill.teachers.cache import SignalCache
 from ragdistill.teachers.llm_ranking import ListwiseRankingTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-from ragdistill.utils import precision as precision_module
-from ragdistill.utils.precision import FORCE_ENV, force_cpu_bf16
 
 TEACHER_CONFIG = {"_target_": "ragdistill.teachers.lm_likelihood.LMLikelihoodTeacher", "precision": "bf16-mixed"}
 

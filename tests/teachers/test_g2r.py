@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.g2r import G2RTeacher
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.teachers.unit_generation import UnitGenerator
 
 
@@ -211,6 +211,7 @@ def chat_lm_dir(tmp_path_factory, bert_tokenizer, build_tiny_llama, save_model_d
     return save_model_dir("tiny_chat_llama", build_tiny_llama(tokenizer), tokenizer)
 
 
+@pytest.mark.pipeline
 def test_g2r_trains_on_the_fixture_and_never_indexes_its_units(tmp_path, compose_at, chat_lm_dir, tiny_encoder_dir):
     from ragdistill.pipeline import train
 

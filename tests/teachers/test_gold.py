@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.gold import GoldTeacher
-from ragdistill.teachers.signal import TeacherSignal
 
 
 def _data():

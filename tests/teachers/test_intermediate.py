@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.losses.listmle import list_mle
 from ragdistill.pipeline import train
 from ragdistill.teachers.base import Teacher
@@ -21,7 +22,6 @@ from ragdistill.teachers.intermediate import (
     ranker_overfit_warning,
     uniform_list_mle,
 )
-from ragdistill.teachers.signal import TeacherSignal
 
 
 def test_agreement_compares_orders_on_the_same_candidates():
@@ -33,6 +33,7 @@ def test_agreement_compares_orders_on_the_same_candidates():
     assert _agreement(llm, reversed_)["ranker/top1_agrees"] == 0.0
 
 
+@pytest.mark.pipeline
 def test_intermediate_trains_the_ranker_once_and_distils_its_scores(
     tmp_path, compose_at, tiny_lm_dir, tiny_encoder_dir, monkeypatch
 ):

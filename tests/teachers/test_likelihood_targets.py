@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ragdistill.models.lm_inputs import QUERY_LIKELIHOOD_PROMPT, PromptBuilder, TokenLimits
 from ragdistill.teachers.cache import SignalCache
-from ragdistill.teachers.lm_inputs import QUERY_LIKELIHOOD_PROMPT, PromptBuilder, TokenLimits
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
 
 EXACT = {"precision": "32-true", "accelerator": "cpu", "max_passage_tokens": 512}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.candidates.base import RankedList
 from ragdistill.candidates.bm25 import BM25Candidates
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.teachers.attention import AttentionTeacher

@@ -10,9 +10,9 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader
 
-from ragdistill.utils import lightning_progress
-from ragdistill.utils.lightning_progress import LogProgressBar, lightning_progress_bar
-from ragdistill.utils.predict import run_predict
+from ragdistill.callbacks import lightning_progress
+from ragdistill.callbacks.lightning_progress import LogProgressBar, lightning_progress_bar
+from ragdistill.runtime.predict import run_predict
 from ragdistill.utils.progress import LoggedProgress, PlainProgressLog, progress_line
 
 

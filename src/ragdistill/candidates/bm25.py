@@ -9,7 +9,8 @@ import bm25s
 import numpy as np
 from bm25s.tokenization import Tokenizer
 
-from ragdistill.candidates.base import CandidateGenerator, RankedList
+from ragdistill.candidates.base import CandidateGenerator
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.utils.progress import track_chunks
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragdistill.candidates.base import CandidateGenerator, RankedList
+from ragdistill.candidates.base import CandidateGenerator
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder

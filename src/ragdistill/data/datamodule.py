@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.teachers.signal import NO_OPINION, TeacherSignal
+from ragdistill.data.signal import NO_OPINION, TeacherSignal
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 
+from ragdistill.data.answers import at_word_boundaries, normalize_text
 from ragdistill.data.schemas import Passage, Question
 
 logger = logging.getLogger(__name__)
@@ -40,33 +41,11 @@ DEFAULT_KS = (1, 5, 20, 100)
 # Rank-sensitive metrics are cut at 10, as in MS MARCO / BEIR reporting.
 RANK_CUTOFF = 10
 
-_WHITESPACE = re.compile(r"\s+")
 # A maximal run of letters and digits: exactly the characters ``str.isalnum`` accepts.
 _ALNUM_RUN = re.compile(r"[^\W_]+")
 # Joins normalised passages; never occurs inside one (whitespace is collapsed to spaces), so no
 # answer match can span two passages.
 _SEPARATOR = "\n"
-
-
-def normalize_text(text: str) -> str:
-    """Lowercase and collapse runs of whitespace to one space, so answers match across formatting."""
-    return _WHITESPACE.sub(" ", text.lower()).strip()
-
-
-def has_answer(text: str, answers: Iterable[str]) -> bool:
-    """Whether ``text`` contains any answer as whole words after :func:`normalize_text` (``"1"`` ∉ ``"1990"``).
-
-    The one definition of "contains the answer" shared by the metrics and the teachers that filter
-    negatives, so a passage dropped as answer-bearing is also one the metrics count as a hit.
-    """
-    haystack = normalize_text(text)
-    for answer in filter(None, map(normalize_text, answers)):
-        pos = haystack.find(answer)
-        while pos != -1:
-            if _at_word_boundaries(haystack, pos, answer):
-                return True
-            pos = haystack.find(answer, pos + 1)
-    return False
 
 
 def gold_qrels(questions: Iterable[Question]) -> QrelsDict:
@@ -180,7 +159,7 @@ class _AnswerFinder:
         rows: list[int] = []
         pos = haystack.find(answer)
         while pos != -1:
-            if self.whole_words and not _at_word_boundaries(haystack, pos, answer):
+            if self.whole_words and not at_word_boundaries(haystack, pos, answer):
                 pos = haystack.find(answer, pos + 1)
                 continue
             row = bisect_right(offsets, pos) - 1
@@ -258,20 +237,10 @@ def _contains(text: str, answer: str, whole_words: bool) -> bool:
     """Whether ``answer`` occurs in ``text`` (at word boundaries if ``whole_words``)."""
     pos = text.find(answer)
     while pos != -1:
-        if not whole_words or _at_word_boundaries(text, pos, answer):
+        if not whole_words or at_word_boundaries(text, pos, answer):
             return True
         pos = text.find(answer, pos + 1)
     return False
-
-
-def _at_word_boundaries(haystack: str, pos: int, answer: str) -> bool:
-    """Whether ``answer`` found at ``pos`` neither starts nor ends in the middle of a word."""
-    end = pos + len(answer)
-    before = haystack[pos - 1] if pos > 0 else " "
-    after = haystack[end] if end < len(haystack) else " "
-    if answer[0].isalnum() and before.isalnum():
-        return False
-    return not (answer[-1].isalnum() and after.isalnum())
 
 
 def _ranx_means(

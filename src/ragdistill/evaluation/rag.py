@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from ragdistill.data.schemas import Passage, RetrievalData
-from ragdistill.evaluation.qa import qa_scores
 from ragdistill.reader.lm_reader import write_answers
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.reader.qa import qa_scores
+from ragdistill.runtime.distributed import is_global_zero
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ragdistill.candidates.base import as_run
 from ragdistill.candidates.bm25 import BM25Candidates
-from ragdistill.config_check import ConfigError
+from ragdistill.data.ranking import as_run
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.evaluation.fusion import METHODS as FUSION_METHODS
 from ragdistill.evaluation.fusion import fuse_runs
@@ -18,11 +17,12 @@ from ragdistill.evaluation.metrics import answer_qrels, evaluate_run, gold_qrels
 from ragdistill.evaluation.rag import Reader, evaluate_reader
 from ragdistill.evaluation.run_files import write_run_files
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings, encoding_copies
 from ragdistill.retriever.search import build_index, search
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.runtime.distributed import is_global_zero
+from ragdistill.utils.errors import ConfigError
+from ragdistill.utils.plots import curves_from_metrics, plot_recall_at_k
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.answers import has_answer
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.evaluation.metrics import has_answer
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.attention_indicators import reader_indicators
-from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

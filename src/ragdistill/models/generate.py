@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ragdistill.models.lm import LanguageModel
-from ragdistill.teachers.lm_runner import LMPredictor, LMRunSettings, PassageRate, bucket_batches
-from ragdistill.utils.predict import run_predict
+from ragdistill.models.lm_runner import LMPredictor, LMRunSettings, PassageRate, bucket_batches
+from ragdistill.runtime.predict import run_predict
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

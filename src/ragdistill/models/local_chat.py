@@ -11,7 +11,7 @@ from typing import Any
 
 from ragdistill.models.generate import Sampling, generate_texts
 from ragdistill.models.lm import LanguageModel
-from ragdistill.teachers.lm_runner import LMRunSettings
+from ragdistill.models.lm_runner import LMRunSettings
 
 Messages = Sequence[dict[str, str]]
 

@@ -44,17 +44,17 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ragdistill.callbacks.lightning_progress import lightning_progress_bar
 from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.evaluation.qa import qa_scores
 from ragdistill.models.generate import eos_ids, left_pad
 from ragdistill.models.lm import LanguageModel
 from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.lm_reader import LMReader
-from ragdistill.teachers.cache import config_key
+from ragdistill.reader.qa import qa_scores
+from ragdistill.runtime.precision import resolve_precision
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.lightning_progress import lightning_progress_bar
-from ragdistill.utils.precision import resolve_precision
+from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.settings import dataclass_from_mapping
 
 logger = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """Answer questions from retrieved passages with a language model: the RAG reader that scores a retriever end to end.
 
 A retriever is only as good as the answers a reader gives from what it retrieves, so evaluation reads each
-question's top-k passages with an LM and scores the answer (``evaluation/qa.py``). The prompt is written with
+question's top-k passages with an LM and scores the answer (``reader/qa.py``). The prompt is written with
 the LM teachers' pieces (``PromptTemplate``, the chat wrap, piece-wise tokenization of
-``teachers/lm_inputs.py``), so the reader reads passages the way the teacher that judged them did.
+``models/lm_inputs.py``), so the reader reads passages the way the teacher that judged them did.
 
 Three choices matter for the figures:
 - Passages are cut to a token budget (the LM window minus the answer's tokens) in rank order: each passage
@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragdistill.data.answers import has_answer
 from ragdistill.data.schemas import Passage, Question
-from ragdistill.evaluation.metrics import has_answer
-from ragdistill.evaluation.qa import exact_match, token_f1
 from ragdistill.models.generate import generate_texts
 from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm_inputs import PromptBuilder, PromptTemplate
+from ragdistill.models.lm_runner import LMRunSettings
 from ragdistill.reader.pear import PearResult, PearSettings, apply_pear, run_pear
-from ragdistill.teachers.lm_inputs import PromptBuilder, PromptTemplate
-from ragdistill.teachers.lm_runner import LMRunSettings
+from ragdistill.reader.qa import exact_match, token_f1
 from ragdistill.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def answer_records(
     Returns:
         Records with ``qid``, ``question``, ``retrieved_ids``, ``answer``, ``gold_answers``, ``em`` and ``f1``
         (``None`` without a gold answer) and ``hit`` (a retrieved passage contains a gold answer, by
-        :func:`~ragdistill.evaluation.metrics.has_answer`; counted over every retrieved passage, including
+        :func:`~ragdistill.data.answers.has_answer`; counted over every retrieved passage, including
         any the prompt budget left out).
 
     Raises:

@@ -48,8 +48,8 @@ from ragdistill.reader.pear_scoring import (
     score_heads,
     select_heads,
 )
-from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.settings import dataclass_from_mapping
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Bar chart of one metric per group of runs (per teacher, per experiment), written as a PNG.
 
-Like :mod:`ragdistill.report.plots`, figures use matplotlib's object API on an Agg canvas, so plotting
+Like :mod:`ragdistill.utils.plots`, figures use matplotlib's object API on an Agg canvas, so plotting
 never changes the process-wide backend nor leaks open figures.
 """
 

@@ -17,10 +17,10 @@ from ragdistill.report.cache_savings import SCORING_S, cache_rows, unmeasured_ru
 from ragdistill.report.document import GroupRow, Report
 from ragdistill.report.html_report import to_html
 from ragdistill.report.markdown_report import to_markdown
-from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
 from ragdistill.report.runs import Run, Skipped, find_runs
 from ragdistill.report.table import ABSENT, build_table, format_value, path_labels, select_metrics
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.plots import curves_from_metrics, plot_recall_at_k
 
 logger = logging.getLogger(__name__)
 

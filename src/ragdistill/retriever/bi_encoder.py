@@ -82,7 +82,7 @@ class BiEncoder(pl.LightningModule):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        # logger=False: the run logs its whole config flat (utils/dashboards.py), where these are retriever.*
+        # logger=False: the run logs its whole config flat (loggers/dashboards.py), where these are retriever.*
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "loss"], logger=False)
         resolved = resolve_model_path(path, cache_dir)
         _check_export(Path(resolved))

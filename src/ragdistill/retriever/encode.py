@@ -22,10 +22,10 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from torch.utils.data import DataLoader, Dataset
 
+from ragdistill.callbacks.lightning_progress import lightning_progress_bar
 from ragdistill.retriever.bi_encoder import BiEncoder
-from ragdistill.utils.lightning_progress import lightning_progress_bar
-from ragdistill.utils.precision import resolve_precision, runs_on_cpu
-from ragdistill.utils.predict import run_predict
+from ragdistill.runtime.precision import resolve_precision, runs_on_cpu
+from ragdistill.runtime.predict import run_predict
 
 logger = logging.getLogger(__name__)
 

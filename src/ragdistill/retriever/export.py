@@ -13,7 +13,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 from transformers import PreTrainedModel
 
 from ragdistill.retriever.bi_encoder import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoder
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.runtime.distributed import is_global_zero
 from ragdistill.utils.manifest import write_manifest
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ragdistill.teachers.signal import NO_OPINION
+from ragdistill.data.signal import NO_OPINION
 
 
 @dataclass

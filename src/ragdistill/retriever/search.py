@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder

@@ -7,11 +7,11 @@ import logging
 import numpy as np
 from pytorch_lightning.callbacks import Callback
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.candidates.hard_negatives import HardNegativeRefresh
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.retriever.hard_negatives import HardNegativeRefresh
+from ragdistill.data.signal import TeacherSignal, with_positives
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.signal import TeacherSignal, with_positives
 
 logger = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
+from ragdistill.models.attention_capture import AttentionOptions
 from ragdistill.models.lm import LanguageModel
-from ragdistill.teachers.attention_capture import AttentionOptions
+from ragdistill.models.lm_forward import output_attention
+from ragdistill.models.lm_inputs import LMExample, PromptTemplate
 from ragdistill.teachers.attention_indicators import attention_indicators, prompt_marks
-from ragdistill.teachers.lm_forward import output_attention
-from ragdistill.teachers.lm_inputs import LMExample, PromptTemplate
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
-from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

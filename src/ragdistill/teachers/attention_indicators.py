@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.data.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

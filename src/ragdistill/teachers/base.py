@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 
 from pytorch_lightning.callbacks import Callback
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.data.signal import TeacherSignal
 
 
 class Teacher(ABC):

@@ -15,7 +15,6 @@ is reported, deleted and recomputed, never used.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -28,40 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
+from ragdistill.runtime.distributed import is_global_zero
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.utils.cache_key import (
+    CACHE_FORMAT_VERSION,
+    canonical,
+    config_key,
+    sha256_json,
+)
 
 logger = logging.getLogger(__name__)
-
-CACHE_FORMAT_VERSION = 1
-"""Bump when the shard file layout or the meaning of a stored field changes; old entries then miss."""
-
-RUNTIME_KEYS = frozenset(
-    {
-        "batch_size",
-        "max_batch_size",
-        "max_batch_tokens",
-        "num_workers",
-        "accelerator",
-        "devices",
-        "progress",
-        "cache",
-        "cache_dir",
-        "shard_size",
-    }
-)
-"""Config keys dropped (at any depth) before hashing, because they change how fast the signal is made, not
-what it is: batching and devices only regroup the same per-question computation (an LM padded in a bigger
-batch differs at most by float rounding, far below what any loss can tell apart); workers and progress
-bars are plumbing; ``cache_dir`` is where the cache lives, not what is in it; ``cache`` switches this cache
-itself; ``shard_size`` only regroups questions into files (changing it re-partitions the questions, so
-existing shards miss once, but the key stays the same)."""
 
 DEFAULT_SHARD_PASSAGES = 240
 """Passages (questions x the candidates the teacher judges) per shard, the ``teacher_shard_passages`` default.
@@ -70,60 +50,10 @@ A kill loses the shard in progress: at ~4 passages/s, SmolLM2's likelihood scori
 passages is about a minute. The fixed 64 questions it replaces lost up to 640 passages (~3 min, 4.4 min
 measured with longer passages) with an LM teacher judging 10 candidates."""
 
-KEY_HEX_CHARS = 20
-"""Length of a cache key: 80 bits, so collisions between configs are out of reach while names stay short."""
-
 SHARD_KEY_HEX_CHARS = 32
 """Length of a shard key: 128 bits, as shards are far more numerous than configs."""
 
 _SAFE_NAME = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z_.-]*$")
-
-
-def _canonical(obj: Any) -> Any:
-    """Turn ``obj`` into plain JSON data with runtime keys removed; raise ``TypeError`` on unknown types.
-
-    Unknown objects are refused rather than ``str()``-ed: a repr holding a memory address would change the
-    key on every run, and one hiding a setting would let two different configs share a key.
-    """
-    if isinstance(obj, DictConfig | ListConfig):
-        return _canonical(OmegaConf.to_container(obj, resolve=True))
-    if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in obj.items() if str(k) not in RUNTIME_KEYS}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _canonical({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    if isinstance(obj, list | tuple):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return _canonical(obj.item())
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(
-        f"cannot hash a {type(obj).__name__} into a cache key; pass config values "
-        "(dicts, lists, str, numbers, bool, None, OmegaConf containers, dataclasses)"
-    )
-
-
-def _sha256_json(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def config_key(*parts: Any) -> str:
-    """Return the cache key of ``parts``: sha256 of their canonical JSON, first 20 hex characters.
-
-    Dicts are hashed with sorted keys and without :data:`RUNTIME_KEYS` (at any depth); OmegaConf containers
-    are resolved first, so an interpolation hashes as its value. :data:`CACHE_FORMAT_VERSION` is part of the
-    hash.
-
-    Args:
-        parts: What determines the signal, e.g. ``cfg.data, cfg.candidates, cfg.teacher, cfg.lm``.
-
-    Returns:
-        A 20-character lowercase hex string.
-    """
-    return _sha256_json({"format": CACHE_FORMAT_VERSION, "parts": _canonical(list(parts))})[:KEY_HEX_CHARS]
 
 
 @dataclass
@@ -182,7 +112,7 @@ class SignalCache:
             raise ValueError(f"cache key {key!r} is not a plain file name (letters, digits, '_', '-', '.')")
         self.key = key
         self.dir = Path(root) / "teacher_signals" / key
-        self.parts = None if parts is None else _canonical(list(parts))
+        self.parts = None if parts is None else canonical(list(parts))
         self.corrupt = 0
 
     @classmethod
@@ -211,7 +141,7 @@ class SignalCache:
                 except KeyError:
                     text_hashes[pid] = None  # the teacher reports unknown ids if it needs their text
                 else:
-                    text_hashes[pid] = _sha256_json([passage.title, passage.text])
+                    text_hashes[pid] = sha256_json([passage.title, passage.text])
             return text_hashes[pid]
 
         content = [
@@ -226,7 +156,7 @@ class SignalCache:
             }
             for q in questions
         ]
-        return _sha256_json({"key": self.key, "questions": content})[:SHARD_KEY_HEX_CHARS]
+        return sha256_json({"key": self.key, "questions": content})[:SHARD_KEY_HEX_CHARS]
 
     def path(self, shard_key: str) -> Path:
         """The file of shard ``shard_key``."""

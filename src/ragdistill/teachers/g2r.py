@@ -15,12 +15,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.answers import has_answer
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.evaluation.metrics import has_answer
+from ragdistill.data.signal import TeacherSignal, with_positives
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.signal import TeacherSignal, with_positives
 from ragdistill.teachers.unit_generation import UnitGenerator
 
 logger = logging.getLogger(__name__)

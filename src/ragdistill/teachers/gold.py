@@ -6,11 +6,11 @@ import logging
 
 import numpy as np
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.answers import has_answer
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
-from ragdistill.evaluation.metrics import has_answer
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

@@ -29,19 +29,19 @@ import pytorch_lightning as pl
 from scipy.stats import kendalltau
 from torch.utils.data import DataLoader
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.callbacks.lightning_progress import lightning_progress_bar
 from ragdistill.data.datamodule import DistillationDataModule, SignalDataset, collate_groups
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.losses.checks import check_top_k
 from ragdistill.losses.listmle import ListMLELoss
 from ragdistill.ranker.cross_encoder import CrossEncoderRanker
+from ragdistill.runtime.precision import resolve_precision
+from ragdistill.runtime.predict import run_predict
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.cache import config_key
-from ragdistill.teachers.signal import TeacherSignal
-from ragdistill.utils.lightning_progress import lightning_progress_bar
+from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
-from ragdistill.utils.precision import resolve_precision
-from ragdistill.utils.predict import run_predict
 
 logger = logging.getLogger(__name__)
 

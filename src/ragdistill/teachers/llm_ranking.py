@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.ranking_output import RepairStats, parse_ranking
-from ragdistill.teachers.signal import TeacherSignal
 from ragdistill.teachers.sliding_window import RankingPrompt, build_window_messages, sliding_window_rank_many
 from ragdistill.utils.plain import plain
 

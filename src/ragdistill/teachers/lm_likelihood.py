@@ -10,11 +10,12 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.models.lm import LanguageModel
-from ragdistill.teachers.lm_forward import first_token_log_odds, target_log_probs
-from ragdistill.teachers.lm_inputs import (
+from ragdistill.models.lm_forward import first_token_log_odds, target_log_probs
+from ragdistill.models.lm_inputs import (
     QUERY_LIKELIHOOD_PROMPT,
     RELEVANCE_PROMPT,
     RESPONSE_LIKELIHOOD_PROMPT,
@@ -22,7 +23,6 @@ from ragdistill.teachers.lm_inputs import (
     PromptTemplate,
 )
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
-from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from ragdistill.candidates.base import RankedList
+from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question
+from ragdistill.data.signal import TeacherSignal
 from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm_inputs import LMExample, PromptBuilder, PromptTemplate, TokenLimits
+from ragdistill.models.lm_runner import LMRunSettings, RunResult, StepFn, run_lm
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.lm_inputs import LMExample, PromptBuilder, PromptTemplate, TokenLimits
-from ragdistill.teachers.lm_runner import LMRunSettings, RunResult, StepFn, run_lm
-from ragdistill.teachers.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.models.chat_model import ChatModel
-from ragdistill.teachers.cache import config_key
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.plain import plain
 
 logger = logging.getLogger(__name__)

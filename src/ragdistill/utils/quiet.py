@@ -28,7 +28,7 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # one line per metric name with '@' (recall@5 -> recall5), at every log call; conf/logger/mlflow.yaml says so
     warnings.filterwarnings("ignore", message="MLFlow only allows")
-    # resuming mid-epoch (utils/resume.py): the data module restores the epoch and skips the trained batches,
+    # resuming mid-epoch (runtime/resume.py): the data module restores the epoch and skips the trained batches,
     # which Lightning cannot see since the position lives in the data module, not in a stateful loader
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     import transformers

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
+from ragdistill.loggers.dashboards import build_loggers
+from ragdistill.loggers.run_labels import flat_config
 from ragdistill.pipeline import train
-from ragdistill.utils.dashboards import build_loggers
-from ragdistill.utils.run_labels import flat_config
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 # 2 training steps with the tiny encoder; evaluation without the BM25 baseline
 FAST = ["experiment=fixture_smoke", "trainer.max_epochs=1", "+trainer.max_steps=2", "evaluation.bm25_baseline=false"]

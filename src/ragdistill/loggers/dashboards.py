@@ -1,7 +1,7 @@
 """Build a run's loggers with its dashboard labels; at the end, hand the run's outputs to the dashboards.
 
-Every logger of ``cfg.logger`` gets the flat config (:func:`~ragdistill.utils.run_labels.flat_config`);
-W&B and MLflow also get the group and tags of :func:`~ragdistill.utils.run_labels.run_labels` wherever
+Every logger of ``cfg.logger`` gets the flat config (:func:`~ragdistill.loggers.run_labels.flat_config`);
+W&B and MLflow also get the group and tags of :func:`~ragdistill.loggers.run_labels.run_labels` wherever
 their config leaves them ``null``. When the run ends, W&B and MLflow store the exported ``retriever/``
 folder and ``metrics.json`` as artifacts, and TensorBoard's HParams tab pairs the config with the final
 metrics.
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from ragdistill.utils.run_labels import RunLabels, flat_config, run_labels
+from ragdistill.loggers.run_labels import RunLabels, flat_config, run_labels
 
 logger = logging.getLogger(__name__)
 

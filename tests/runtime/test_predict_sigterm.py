@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ragdistill.utils.predict import run_predict
+from ragdistill.runtime.predict import run_predict
 
 
 class TerminatedAtSecondBatch(pl.LightningModule):

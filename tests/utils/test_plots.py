@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill.report.plots import curves_from_metrics, plot_recall_at_k
+from ragdistill.utils.plots import curves_from_metrics, plot_recall_at_k
 
 METRICS = {
     "gold/recall@20": 0.71,

@@ -9,7 +9,7 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
-from ragdistill.utils.distributed import is_global_zero
+from ragdistill.runtime.distributed import is_global_zero
 
 FIRST = ("data", "candidates", "retriever", "teacher", "loss", "datamodule", "trainer", "index", "evaluation")
 

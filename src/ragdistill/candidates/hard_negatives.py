@@ -9,9 +9,9 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from ragdistill.data.answers import has_answer
 from ragdistill.data.schemas import RetrievalData
-from ragdistill.evaluation.metrics import has_answer
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.data.signal import TeacherSignal
 
 logger = logging.getLogger(__name__)
 

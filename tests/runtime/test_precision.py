@@ -11,15 +11,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ragdistill.utils import precision as precision_module
-from ragdistill.utils.precision import (
+from ragdistill.runtime import precision as precision_module
+from ragdistill.runtime.precision import (
     FORCE_ENV,
     cpu_bf16_description,
     cpu_has_native_bf16,
     force_cpu_bf16,
     resolve_precision,
 )
-from ragdistill.utils.predict import run_predict
+from ragdistill.runtime.predict import run_predict
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_bf16_falls_back_to_float32_on_a_cpu_without_it_and_says_so(
     cpu_without_bf16: None, asked: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="ragdistill.utils.precision"):
+    with caplog.at_level(logging.WARNING, logger="ragdistill.runtime.precision"):
         assert resolve_precision(asked, "cpu") == "32-true"
         assert resolve_precision(asked, "cpu") == "32-true"
     warnings = [r.getMessage() for r in caplog.records]

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from ragdistill.evaluation.qa import exact_match, normalize_answer, qa_scores, token_f1
+from ragdistill.reader.qa import exact_match, normalize_answer, qa_scores, token_f1
 
 
 def _official_normalize_answer(s: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ragdistill.report.plots import plot_training_diagnostics
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.plots import plot_training_diagnostics
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from ragdistill.utils.run_labels import RunLabels, backbone_name, flat_config, run_labels
+from ragdistill.loggers.run_labels import RunLabels, backbone_name, flat_config, run_labels
 
 
 def test_experiment_file_is_the_group_and_every_choice_a_tag(compose_cfg):

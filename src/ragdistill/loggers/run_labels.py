@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ragdistill.report.runs import flatten
-from ragdistill.utils.run_info import job_config
+from ragdistill.runtime.run_info import job_config
 
 LABELLED_GROUPS = ("experiment", "teacher", "loss", "data")
 """Config groups whose chosen option becomes a ``group=option`` tag (``backbone`` is read from the retriever)."""

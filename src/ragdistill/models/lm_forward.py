@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ragdistill.teachers.attention_capture import AttentionOptions, capture_attention
+from ragdistill.models.attention_capture import AttentionOptions, capture_attention
 
 
 def _softcap(model: PreTrainedModel, logits: Tensor) -> Tensor:

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ragdistill.runtime.distributed import is_global_zero
 from ragdistill.utils.atomic import atomic_write_text
-from ragdistill.utils.distributed import is_global_zero
 
 TRACKED_PACKAGES = (
     "ragdistill",

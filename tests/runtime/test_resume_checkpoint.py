@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from ragdistill.pipeline import train
+from ragdistill.runtime.resume import CHECKPOINT_FILE, ResumeCheckpoint
 from ragdistill.utils.manifest import MANIFEST_FILE
-from ragdistill.utils.resume import CHECKPOINT_FILE, ResumeCheckpoint
+
+pytestmark = pytest.mark.pipeline  # end-to-end runs: `make test-fast` leaves them out
 
 CRASH_AT_STEP = 17
 """Mid-way through the second epoch, four steps after the last save (every 2 steps would be too kind)."""
@@ -119,7 +121,7 @@ def test_a_corrupt_resume_checkpoint_is_reported_and_training_starts_over(
     data[len(data) // 2] ^= 0xFF  # same size, different content: only the checksum can tell
     saved.write_bytes(bytes(data))
 
-    with caplog.at_level(logging.WARNING, logger="ragdistill.utils.resume"):
+    with caplog.at_level(logging.WARNING, logger="ragdistill.runtime.resume"):
         metrics, objects = train(_config(compose_at, tiny_encoder_dir, tmp_path / "rerun", cache))
 
     assert "fails its checksum" in caplog.text and "training from the start" in caplog.text

@@ -3,7 +3,7 @@ import pickle
 
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 
-from ragdistill.utils.csv_logger import CSVLogger
+from ragdistill.loggers.csv_logger import CSVLogger
 
 
 def test_keeps_the_rows_and_columns_a_spawned_copy_wrote(tmp_path):

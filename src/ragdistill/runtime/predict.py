@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import move_data_to_device
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
-from ragdistill.utils.distributed import (
+from ragdistill.runtime.distributed import (
     RunningGroup,
     backend,
     gather_in_order,
@@ -33,7 +33,7 @@ from ragdistill.utils.distributed import (
     shard_positions,
     world,
 )
-from ragdistill.utils.precision import resolve_precision
+from ragdistill.runtime.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_predict(
         loader: The batches; any sampler or batch sampler, ``batch_size=None`` loaders included.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         precision: Lightning precision, e.g. ``bf16-mixed`` or ``32-true`` (bfloat16 falls back to float32 on
-            a CPU without native bfloat16, see :func:`~ragdistill.utils.precision.resolve_precision`).
+            a CPU without native bfloat16, see :func:`~ragdistill.runtime.precision.resolve_precision`).
         callbacks: Callbacks for the predict run (e.g. a progress bar; shown on rank 0 only).
         distributed: Split the batches over the running process group, if there is one; ``False`` predicts
             every batch in this process alone (nothing to wait for from the other ranks).

@@ -31,9 +31,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from ragdistill.teachers.signal import TeacherSignal
+from ragdistill.data.signal import TeacherSignal
+from ragdistill.runtime.distributed import is_global_zero
 from ragdistill.utils.atomic import fsync_dir
-from ragdistill.utils.distributed import is_global_zero
 from ragdistill.utils.manifest import artifact_problem, write_manifest
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ragdistill.utils.determinism import skip_nan_fill
+from ragdistill.runtime.determinism import skip_nan_fill
 
 
 @pytest.fixture

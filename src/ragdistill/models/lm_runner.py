@@ -19,9 +19,9 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ragdistill.teachers.lm_inputs import LMExample
-from ragdistill.utils.precision import resolve_precision
-from ragdistill.utils.predict import run_predict
+from ragdistill.models.lm_inputs import LMExample
+from ragdistill.runtime.precision import resolve_precision
+from ragdistill.runtime.predict import run_predict
 from ragdistill.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)

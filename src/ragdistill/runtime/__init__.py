@@ -1,0 +1,1 @@
+"""The training runtime: precision, prediction loops, determinism, distributed helpers, run records, resume."""
