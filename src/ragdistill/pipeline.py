@@ -113,6 +113,7 @@ def _score_teacher(
         signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates, data.train)
     reads_scores = _group_needs(loss)["reads_teacher_scores"]
     metrics |= teacher_quality(signals, data.train, data, candidates, reads_scores=reads_scores)
+    metrics |= teacher.quality(signals)  # the teacher's own indicators, e.g. attention's lifts
     logger.info(
         "Teacher quality: top-1 is gold for %.1f%% of questions whose pool holds it",
         100 * metrics.get("teacher/top1_gold", float("nan")),

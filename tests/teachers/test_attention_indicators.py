@@ -133,9 +133,8 @@ def setting(fixture_pools):
 
 def test_attention_signals_carry_the_indicators(tiny_llama, setting):
     data, questions, candidates = setting
-    signals = AttentionTeacher(tiny_llama, num_candidates=5, value_norm=False, **FAST).score(
-        questions, candidates, data
-    )
+    teacher = AttentionTeacher(tiny_llama, num_candidates=5, value_norm=False, **FAST)
+    signals = teacher.score(questions, candidates, data)
     with_answers = [s for s in signals if ANSWER_MASS in s.diagnostics]
     assert with_answers, "the fixture's BM25 pools hold answer occurrences"
     for signal in signals:
@@ -144,7 +143,7 @@ def test_attention_signals_carry_the_indicators(tiny_llama, setting):
             assert (mass in signal.diagnostics) == (share in signal.diagnostics)
             if mass in signal.diagnostics:
                 assert 0 <= signal.diagnostics[mass] <= 1 and 0 < signal.diagnostics[share] < 1
-    quality = teacher_quality(signals, questions, data)
+    quality = teacher_quality(signals, questions, data) | teacher.quality(signals)
     assert quality[f"teacher/{ANSWER_MASS}"] == pytest.approx(
         np.mean([s.diagnostics[ANSWER_MASS] for s in with_answers])
     )
@@ -165,8 +164,9 @@ def test_a_reader_that_attends_uniformly_is_flagged_as_too_weak(tiny_llama, sett
         return torch.ones(batch["input_ids"].shape, dtype=torch.float32)  # [b, T]
 
     monkeypatch.setattr(attention, "output_attention", uniform)
-    signals = AttentionTeacher(tiny_llama, num_candidates=5, **FAST).score(questions, candidates, data)
+    teacher = AttentionTeacher(tiny_llama, num_candidates=5, **FAST)
+    signals = teacher.score(questions, candidates, data)
     with caplog.at_level(logging.WARNING):
-        quality = teacher_quality(signals, questions, data)
+        quality = teacher_quality(signals, questions, data) | teacher.quality(signals)
     assert quality["teacher/answer_attention_lift"] == pytest.approx(1.0)
     assert sum(WARNING in r.getMessage() for r in caplog.records) == 1

@@ -15,7 +15,6 @@ from ragdistill.data.answers import has_answer
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
-from ragdistill.teachers.attention_indicators import reader_indicators
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +59,10 @@ def teacher_quality(
     - ``random_top1_gold``: what picking a judged candidate at random would score, for reference;
     - ``first_stage_top1_gold`` (given ``candidates``): the same rate for the first stage's own order over
       the same pool: the bar a teacher has to clear to tell the student more than the candidates' order;
-    - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported;
-    - ``answer_attention_lift``, ``question_attention_lift`` (attention teacher): arXiv:2402.11794's
-      indicators over the run, with a logged warning when they say the reader is too weak to teach
-      (:func:`~ragdistill.teachers.attention_indicators.reader_indicators`).
+    - ``<diagnostic>``: the mean of each per-question diagnostic the teacher reported.
+
+    A teacher's own indicators (e.g. the attention teacher's lifts) come from its
+    :meth:`~ragdistill.teachers.base.Teacher.quality` hook, which the pipeline adds beside these.
 
     A teacher these figures call useless gets a logged warning (:func:`weak_teacher_warnings`);
     ``reads_scores`` (the loss's ``reads_teacher_scores``) says whether the student learns the teacher's
@@ -109,7 +108,7 @@ def teacher_quality(
         figures[f"teacher/{key}"] = float(np.mean(values))
     for warning in weak_teacher_warnings(figures, reads_scores=reads_scores):
         logger.warning(warning)
-    return figures | reader_indicators(signals)
+    return figures
 
 
 def weak_teacher_warnings(figures: Mapping[str, float], *, reads_scores: bool = True) -> list[str]:

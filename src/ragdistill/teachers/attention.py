@@ -20,7 +20,7 @@ from ragdistill.models.attention_capture import AttentionOptions
 from ragdistill.models.lm import LanguageModel
 from ragdistill.models.lm_forward import output_attention
 from ragdistill.models.lm_inputs import LMExample, PromptTemplate
-from ragdistill.teachers.attention_indicators import attention_indicators, prompt_marks
+from ragdistill.teachers.attention_indicators import attention_indicators, prompt_marks, reader_indicators
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
 
 logger = logging.getLogger(__name__)
@@ -247,6 +247,10 @@ class AttentionTeacher(LMTeacher):
         self._log_indicator_coverage(signals)
         logger.info("Attention teacher: %d signals over K=%d candidates", len(signals), self.num_candidates)
         return signals
+
+    def quality(self, signals: list[TeacherSignal]) -> dict[str, float]:
+        """The run's answer and question attention lifts (arXiv:2402.11794's indicators); warns on a weak reader."""
+        return reader_indicators(signals)
 
     def _log_indicator_coverage(self, signals: list[TeacherSignal]) -> None:
         """Say when questions carry no indicator, so a missing ``teacher/attention_on_*`` figure is explained."""

@@ -46,6 +46,16 @@ class Teacher(ABC):
         """Figures about the last scoring (e.g. ``teacher/passages``) for metrics.json; none by default."""
         return {}
 
+    def quality(self, signals: list[TeacherSignal]) -> dict[str, float]:
+        """This teacher's own quality figures (``teacher/*``) over its signals, beside the shared ones; none by default.
+
+        The figures every teacher gets (top-1 gold, entropy, ...) come from
+        :func:`ragdistill.evaluation.teacher_quality.teacher_quality`; a method with indicators of its own (the
+        attention teacher's answer and question lifts) returns them here and logs its own warnings, so
+        evaluation never imports a teacher's module.
+        """
+        return {}
+
     def training_callbacks(self, data: RetrievalData) -> list[Callback]:
         """Callbacks the teacher's recipe needs during training (e.g. AAR's hard-negative refresh); none by default."""
         return []
