@@ -2,9 +2,10 @@
 
 The constructors' type hints are the schema: a key the target does not take, or a value of the wrong
 type, fails at once with the key's full path, what was expected and the valid keys, instead of as a
-``TypeError`` deep inside a run after the data has loaded. Limits the hints cannot say (``batch_size >= 1``,
-an index ``kind`` among three) come from :func:`documented_constraints`, so an out-of-range value fails
-here too rather than in the middle of training, or after it.
+``TypeError`` deep inside a run after the data has loaded. Limits live in the same hints
+(``batch_size: PositiveInt``, ``kind: IndexKind``, see :mod:`ragdistill.utils.constraints`), so an
+out-of-range value fails here too rather than in the middle of training, and a new class needs no entry in
+any table of this module.
 """
 
 from __future__ import annotations
@@ -16,53 +17,14 @@ import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ragdistill.utils.constraints import Bound, LightningPrecision, PositiveInt
 from ragdistill.utils.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-}
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A limit on a number, carried by an ``Annotated`` hint: ``Annotated[int, Bound(">=", 1)]``.
-
-    NaN fits no bound, as every comparison with it is false.
-    """
-
-    op: Literal[">", ">=", "<", "<="]
-    limit: float
-
-    def holds(self, value: float) -> bool:
-        """Whether ``value`` is within this limit."""
-        return bool(_COMPARE[self.op](value, self.limit))
-
-    def __str__(self) -> str:
-        return f"{self.op} {self.limit:g}"
-
-
-def at_least(limit: float, base: type = int) -> Any:
-    """The hint of a number ``>= limit`` (an ``int`` unless ``base`` says otherwise)."""
-    return Annotated[base, Bound(">=", limit)]
-
-
-def one_of(values: Iterable[Any]) -> Any:
-    """The hint of a value among ``values`` (a ``Literal`` built from a module's own list of them)."""
-    return Literal.__getitem__(tuple(values))
-
-
-POSITIVE: Any = Annotated[float, Bound(">", 0)]
-FRACTION: Any = Annotated[float, Bound(">=", 0), Bound("<=", 1)]
 
 
 def _trainer_precision() -> Any:
@@ -72,85 +34,14 @@ def _trainer_precision() -> Any:
     return typing.get_type_hints(pl.Trainer.__init__)["precision"]
 
 
-@functools.cache
-def documented_constraints() -> dict[str, dict[str, Any]]:
-    """Limits that constructors document and check, keyed by the path of the class or function taking them.
-
-    Each entry restates a check the class makes when it is built (or a library makes deep inside a run),
-    so that the value fails before any data loads or model is built. A rule on a base class holds for
-    its subclasses. The lists of choices are read from the modules that define them.
-    """
-    from ragdistill.candidates.bm25 import BM25_METHODS
-    from ragdistill.index.faiss_index import KINDS, METRICS
-    from ragdistill.models.lm import DTYPES
-    from ragdistill.retriever.pooling import POOLING_MODES
-
-    precision = _trainer_precision() | None
-    lm_batches = {"max_batch_tokens": at_least(1), "max_batch_size": at_least(1), "precision": precision}
-    sample_sizes = {"n_train": at_least(0) | None, "n_eval": at_least(0) | None}
-    return {
-        "ragdistill.data.fixture.load_fixture": sample_sizes,
-        "ragdistill.data.jsonl.load_jsonl_data": sample_sizes,
-        "ragdistill.data.squad.load_squad_open": sample_sizes,
-        "ragdistill.data.beir.load_beir": sample_sizes,
-        "ragdistill.data.dpr.load_dpr": sample_sizes,
-        "ragdistill.data.msmarco.load_msmarco": sample_sizes,
-        "ragdistill.data.datamodule.DistillationDataModule": {
-            "batch_size": at_least(1),
-            "group_size": at_least(1) | None,
-            "val_size": at_least(0),
-            "num_workers": at_least(0),
-        },
-        "ragdistill.candidates.base.CandidateGenerator": {"k": at_least(1)},
-        "ragdistill.candidates.bm25.BM25Candidates": {"method": one_of(BM25_METHODS), "batch_size": at_least(1)},
-        "ragdistill.candidates.dense.DenseCandidates": {"batch_size": at_least(1), "precision": precision},
-        "ragdistill.retriever.bi_encoder.BiEncoder": {"pooling": one_of(POOLING_MODES)},
-        "ragdistill.retriever.schedule.linear_warmup_decay": {
-            "warmup_ratio": Annotated[float, Bound(">=", 0), Bound("<", 1)]
-        },
-        "ragdistill.losses.base.TemperatureLoss": {"temperature": POSITIVE},
-        "ragdistill.losses.base.SoftTargetLoss": {"tau_student": POSITIVE, "tau_teacher": POSITIVE},
-        "ragdistill.losses.margin_mse.MarginMSELoss": {"student_scale": POSITIVE},
-        "ragdistill.index.faiss_index.FaissIndex": {
-            "kind": one_of(KINDS),
-            "metric": one_of(METRICS),
-            **{name: at_least(1) for name in ("hnsw_m", "hnsw_ef_search", "ivf_nlist", "pq_m", "nprobe", "shards")},
-        },
-        "ragdistill.models.lm.LanguageModel": {"dtype": one_of(DTYPES)},
-        "ragdistill.models.local_chat.LocalChat": {"max_new_tokens": at_least(1), **lm_batches},
-        "ragdistill.models.chat_api.ChatClient": {
-            "max_concurrency": at_least(1),
-            "timeout_s": POSITIVE,
-            "max_retries": at_least(0),
-            "backoff_s": at_least(0, float),
-            "max_backoff_s": at_least(0, float),
-        },
-        "ragdistill.teachers.gold.GoldTeacher": {"num_candidates": at_least(1)},
-        "ragdistill.teachers.lm_teacher.LMTeacher": {"num_candidates": at_least(1), **lm_batches},
-        "ragdistill.teachers.aar.AARTeacher": {
-            "top_n": at_least(1),
-            "refresh_every_n_steps": at_least(0),
-            "mining_depth": at_least(1),
-        },
-        "ragdistill.teachers.intermediate.IntermediateTeacher": {
-            "llm_questions": at_least(2) | None,
-            "num_candidates": at_least(2),
-            "epochs": at_least(1),
-            "batch_size": at_least(1),
-            "val_size": at_least(0),
-            "precision": precision,
-        },
-        "ragdistill.teachers.llm_ranking.ListwiseRankingTeacher": {
-            "num_candidates": at_least(2),
-            "min_valid_fraction": FRACTION,
-        },
-        "ragdistill.teachers.g2r.G2RTeacher": {"per_question": at_least(0)},
-        "ragdistill.reader.lm_reader.LMReader": {
-            "max_new_tokens": at_least(1),
-            "max_passage_tokens": at_least(1) | None,
-            **lm_batches,
-        },
-    }
+def _expand(hint: Any) -> Any:
+    """``hint`` with each :class:`LightningPrecision` marker replaced by the Trainer's own ``precision`` hint."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated and any(isinstance(extra, LightningPrecision) for extra in typing.get_args(hint)[1:]):
+        return _trainer_precision()
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, (_expand(arg) for arg in typing.get_args(hint)))
+    return hint
 
 
 @functools.cache
@@ -159,7 +50,7 @@ def settings_constraints() -> dict[str, dict[str, Any]]:
 
     The rest of ``evaluation.*`` is checked by :func:`ragdistill.evaluation.retrieval.check_evaluation_settings`.
     """
-    return {"evaluation": {"precision": _trainer_precision() | None, "encode_batch_size": at_least(1)}}
+    return {"evaluation": {"precision": _trainer_precision() | None, "encode_batch_size": PositiveInt}}
 
 
 def _import(path: str) -> Callable[..., Any]:
@@ -168,10 +59,6 @@ def _import(path: str) -> Callable[..., Any]:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"_target_ {path!r} cannot be imported: {error}") from None
-
-
-def _path(obj: Any) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
 
 
 def _takes_any(function: Callable[..., Any]) -> bool:
@@ -202,14 +89,14 @@ def _accepting(target: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(function)
+        return {name: _expand(hint) for name, hint in typing.get_type_hints(function, include_extras=True).items()}
     except Exception:  # third-party annotations may not resolve; names are still checked
         return {}
 
 
 @functools.cache
 def _parameters(target: Callable[..., Any]) -> tuple[frozenset[str], dict[str, Any], bool]:
-    """``(parameter names, hints with documented limits, whether any keyword goes)`` of ``target``."""
+    """``(parameter names, their type hints with any limits, whether any keyword goes)`` of ``target``."""
     names: set[str] = set()
     hints: dict[str, Any] = {}
     functions = list(_accepting(target))
@@ -220,15 +107,11 @@ def _parameters(target: Callable[..., Any]) -> tuple[frozenset[str], dict[str, A
             return frozenset(), {}, True
         names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
         hints |= _hints(function)
-    owners = reversed(inspect.getmro(target)) if inspect.isclass(target) else [target]
-    rules = documented_constraints()
-    for owner in owners:
-        hints |= {key: hint for key, hint in rules.get(_path(owner), {}).items() if key in names}
     return frozenset(names), hints, _takes_any(functions[-1])
 
 
 def effective_hints(target: Callable[..., Any]) -> dict[str, Any]:
-    """The hint each argument of ``target`` is checked against: its type hint, narrowed by any documented limit."""
+    """The hint each argument of ``target`` is checked against: its type hint, limits (``Annotated``) included."""
     return dict(_parameters(target)[1])
 
 
@@ -504,7 +387,7 @@ def check_run(cfg: DictConfig) -> None:
     check_missing(cfg)
     check_top_level_keys(cfg)
     check_config(cfg)
-    _check_value("teacher_shard_passages", cfg.get("teacher_shard_passages", 1), at_least(1), "the run settings")
+    _check_value("teacher_shard_passages", cfg.get("teacher_shard_passages", 1), PositiveInt, "the run settings")
     check_accelerator(cfg)
     check_checkpoint(cfg)
     if cfg.get("evaluate", True) and isinstance(cfg.get("evaluation"), DictConfig):

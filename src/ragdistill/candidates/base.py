@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
+from ragdistill.utils.constraints import PositiveInt
 
 if TYPE_CHECKING:
     from ragdistill.retriever.bi_encoder import BiEncoder
@@ -19,7 +20,7 @@ class CandidateGenerator(ABC):
         k: Default depth of the candidate pool.
     """
 
-    def __init__(self, k: int = 100) -> None:
+    def __init__(self, k: PositiveInt = 100) -> None:
         if k < 1:
             raise ValueError(f"candidate depth k must be >= 1, got {k}")
         self.k = k

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
 import bm25s
 import numpy as np
@@ -12,12 +12,14 @@ from bm25s.tokenization import Tokenizer
 from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
+from ragdistill.utils.constraints import PositiveInt
 from ragdistill.utils.progress import track_chunks
 
 logger = logging.getLogger(__name__)
 
 
-BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
+BM25_METHODS: tuple[str, ...] = get_args(BM25Method)
 """The scoring variants bm25s knows (it rejects any other only when the index is built)."""
 
 
@@ -38,12 +40,12 @@ class BM25Candidates(CandidateGenerator):
 
     def __init__(
         self,
-        k: int = 100,
+        k: PositiveInt = 100,
         k1: float = 1.5,
         b: float = 0.75,
-        method: str = "lucene",
+        method: BM25Method = "lucene",
         stopwords: str | None = "en",
-        batch_size: int = 1000,
+        batch_size: PositiveInt = 1000,
     ) -> None:
         super().__init__(k)
         if method not in BM25_METHODS:

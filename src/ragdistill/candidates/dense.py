@@ -11,6 +11,7 @@ from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.retriever.bi_encoder import BiEncoder
 from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
+from ragdistill.utils.constraints import PositiveInt, Precision
 
 
 class DenseCandidates(CandidateGenerator):
@@ -26,9 +27,9 @@ class DenseCandidates(CandidateGenerator):
 
     def __init__(
         self,
-        k: int = 100,
-        batch_size: int = 64,
-        precision: str | None = "bf16-mixed",
+        k: PositiveInt = 100,
+        batch_size: PositiveInt = 64,
+        precision: Precision | None = "bf16-mixed",
         accelerator: str = "auto",
         progress: bool = True,
     ) -> None:

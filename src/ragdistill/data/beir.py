@@ -28,6 +28,7 @@ from ragdistill.data.jsonl import (
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.tsv import Judgements, add_judgement, check_unique, is_integer, iter_rows, non_empty, parse_int
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ def load_beir(
     eval_split: str = "test",
     train_split: str | None = "train",
     name: str | None = None,
-    n_train: int | None = None,
-    n_eval: int | None = None,
+    n_train: NonNegativeInt | None = None,
+    n_eval: NonNegativeInt | None = None,
     seed: int = 0,
 ) -> RetrievalData:
     """Load a BEIR folder: the corpus, and the questions of the eval (and train) split with their grades.

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import NO_OPINION, TeacherSignal
+from ragdistill.utils.constraints import NonNegativeInt, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +201,11 @@ class DistillationDataModule(pl.LightningDataModule):
         self,
         signals: list[TeacherSignal],
         data: RetrievalData,
-        batch_size: int = 16,
-        group_size: int | None = None,
+        batch_size: PositiveInt = 16,
+        group_size: PositiveInt | None = None,
         positives_per_group: int | None = None,
-        val_size: int = 64,
-        num_workers: int = 0,
+        val_size: NonNegativeInt = 64,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
         reads_teacher_scores: bool = True,
         single_positive: bool = False,

@@ -25,6 +25,7 @@ from ragdistill.data.jsonl import PathArg
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.tsv import check_unique, iter_rows, non_empty
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def load_dpr(
     train_path: PathArg | None,
     eval_path: PathArg,
     name: str = "dpr",
-    n_train: int | None = None,
-    n_eval: int | None = None,
+    n_train: NonNegativeInt | None = None,
+    n_eval: NonNegativeInt | None = None,
     seed: int = 0,
 ) -> RetrievalData:
     """Load DPR passages and questions.

@@ -15,6 +15,7 @@ from importlib.resources.abc import Traversable
 
 from ragdistill.data.jsonl import load_jsonl_data
 from ragdistill.data.schemas import RetrievalData
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ def fixture_dir() -> Traversable:
     return resources.files("ragdistill.data") / "fixture"
 
 
-def load_fixture(n_train: int | None = None, n_eval: int | None = None, seed: int = 0) -> RetrievalData:
+def load_fixture(
+    n_train: NonNegativeInt | None = None, n_eval: NonNegativeInt | None = None, seed: int = 0
+) -> RetrievalData:
     """Load the shipped fixture through the same validating reader as users' JSONL data.
 
     Args:

@@ -25,6 +25,7 @@ from typing import Any
 from ragdistill.data.errors import DataValidationError, json_type_name
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def load_jsonl_data(
     train_path: PathArg | None,
     eval_path: PathArg,
     name: str = "jsonl",
-    n_train: int | None = None,
-    n_eval: int | None = None,
+    n_train: NonNegativeInt | None = None,
+    n_eval: NonNegativeInt | None = None,
     seed: int = 0,
 ) -> RetrievalData:
     """Load a corpus and its train and eval questions from JSONL files, validating every line.

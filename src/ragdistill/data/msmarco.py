@@ -19,6 +19,7 @@ from ragdistill.data.jsonl import PathArg, warn_on_shared_ids
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.tsv import Judgements, add_judgement, check_unique, iter_rows, non_empty, parse_int
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ def load_msmarco(
     eval_split: str = "dev",
     train_split: str | None = "train",
     name: str = "msmarco",
-    n_train: int | None = None,
-    n_eval: int | None = None,
+    n_train: NonNegativeInt | None = None,
+    n_eval: NonNegativeInt | None = None,
     seed: int = 0,
 ) -> RetrievalData:
     """Load the collection and the judged questions of the eval (and train) split.

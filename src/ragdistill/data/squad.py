@@ -27,6 +27,7 @@ from ragdistill.data.errors import DataValidationError, json_type_name
 from ragdistill.data.jsonl import PathArg
 from ragdistill.data.sampling import sample_corpus, sample_questions
 from ragdistill.data.schemas import Passage, Question, RetrievalData
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ Split = Literal["train", "dev"]
 
 
 def load_squad_open(
-    n_train: int | None = None,
-    n_eval: int | None = 1000,
+    n_train: NonNegativeInt | None = None,
+    n_eval: NonNegativeInt | None = 1000,
     seed: int = 0,
     corpus_size: int | None = None,
     train_path: PathArg | None = None,

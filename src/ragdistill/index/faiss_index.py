@@ -18,11 +18,12 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
 
+from ragdistill.utils.constraints import PositiveInt
 from ragdistill.utils.manifest import (
     MANIFEST_FILE,
     CorruptArtifactError,
@@ -34,7 +35,9 @@ from ragdistill.utils.progress import track_chunks
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("flat", "hnsw", "ivfpq")
+IndexKind = Literal["flat", "hnsw", "ivfpq"]
+IndexMetric = Literal["ip", "l2"]
+KINDS: tuple[str, ...] = get_args(IndexKind)
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 INDEX_FILE = "index.faiss"
@@ -96,14 +99,14 @@ class FaissIndex:
 
     def __init__(
         self,
-        kind: str = "flat",
-        metric: str = "ip",
-        hnsw_m: int = 32,
-        hnsw_ef_search: int = 128,
-        ivf_nlist: int = 1024,
-        pq_m: int = 16,
-        nprobe: int = 32,
-        shards: int = 1,
+        kind: IndexKind = "flat",
+        metric: IndexMetric = "ip",
+        hnsw_m: PositiveInt = 32,
+        hnsw_ef_search: PositiveInt = 128,
+        ivf_nlist: PositiveInt = 1024,
+        pq_m: PositiveInt = 16,
+        nprobe: PositiveInt = 32,
+        shards: PositiveInt = 1,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; valid kinds: {', '.join(KINDS)}")

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ragdistill.losses.checks import check_positive
+from ragdistill.utils.constraints import PositiveFloat
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class TemperatureLoss(ScoreLoss):
         temperature: τ; 0.05 (sentence-transformers' scale 20) suits cosine scores in [-1, 1].
     """
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: PositiveFloat = 0.05) -> None:
         super().__init__()
         self.temperature = check_positive("loss.temperature", temperature)
 
@@ -121,7 +122,9 @@ class SoftTargetLoss(ScoreLoss):
 
     reads_teacher_scores = True
 
-    def __init__(self, tau_student: float = 0.05, tau_teacher: float = 1.0, in_batch_negatives: bool = False) -> None:
+    def __init__(
+        self, tau_student: PositiveFloat = 0.05, tau_teacher: PositiveFloat = 1.0, in_batch_negatives: bool = False
+    ) -> None:
         super().__init__()
         self.tau_student = check_positive("loss.tau_student", tau_student)
         self.tau_teacher = check_positive("loss.tau_teacher", tau_teacher)

@@ -8,6 +8,7 @@ from torch import Tensor
 from ragdistill.losses.base import LossInputs, TemperatureLoss
 from ragdistill.losses.checks import check_top_k
 from ragdistill.losses.masking import mean_over_rows, ranking_inputs
+from ragdistill.utils.constraints import PositiveFloat
 
 
 def list_mle(
@@ -102,7 +103,9 @@ class ListMLELoss(TemperatureLoss):
 
     reads_teacher_scores = True
 
-    def __init__(self, temperature: float = 0.05, top_k: int | None = None, in_batch_negatives: bool = False) -> None:
+    def __init__(
+        self, temperature: PositiveFloat = 0.05, top_k: int | None = None, in_batch_negatives: bool = False
+    ) -> None:
         super().__init__(temperature)
         self.top_k = check_top_k("loss.top_k", top_k)
         self.in_batch_negatives = in_batch_negatives

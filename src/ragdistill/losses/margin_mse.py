@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ragdistill.losses.base import LossInputs, ScoreLoss
 from ragdistill.losses.checks import check_positive, check_score_shapes
 from ragdistill.losses.masking import as_float, judged_columns, mean_over_rows, resolve_mask
+from ragdistill.utils.constraints import PositiveFloat
 
 
 def margin_mse_loss(
@@ -89,7 +90,7 @@ class MarginMSELoss(ScoreLoss):
 
     reads_teacher_scores = True
 
-    def __init__(self, student_scale: float = 20.0) -> None:
+    def __init__(self, student_scale: PositiveFloat = 20.0) -> None:
         super().__init__()
         self.student_scale = check_positive("loss.student_scale", student_scale)
 

@@ -10,6 +10,7 @@ from torch import Tensor
 from ragdistill.losses.base import LossInputs, TemperatureLoss
 from ragdistill.losses.checks import check_positive, check_score_shapes
 from ragdistill.losses.masking import mean_over_rows, resolve_mask, tempered_logits
+from ragdistill.utils.constraints import PositiveFloat
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS = ("mean", "sum")
@@ -119,7 +120,7 @@ class MultiPositiveInfoNCELoss(TemperatureLoss):
     needs_positives = True
 
     def __init__(
-        self, temperature: float = 0.05, reduction: Reduction = "mean", skip_rows_without_positive: bool = False
+        self, temperature: PositiveFloat = 0.05, reduction: Reduction = "mean", skip_rows_without_positive: bool = False
     ) -> None:
         super().__init__(temperature)
         check_reduction("loss.reduction", reduction)

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ragdistill.losses.base import LossInputs, TemperatureLoss
 from ragdistill.losses.masking import mean_over_rows, ranking_inputs
+from ragdistill.utils.constraints import PositiveFloat
 
 
 def rank_net(
@@ -81,7 +82,7 @@ class RankNetLoss(TemperatureLoss):
 
     reads_teacher_scores = True
 
-    def __init__(self, temperature: float = 0.05, in_batch_negatives: bool = False) -> None:
+    def __init__(self, temperature: PositiveFloat = 0.05, in_batch_negatives: bool = False) -> None:
         super().__init__(temperature)
         self.in_batch_negatives = in_batch_negatives
 

@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ragdistill.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -111,11 +112,11 @@ class ChatClient:
         model: str,
         api_key_env: str | None = "OPENAI_API_KEY",
         cache_dir: str | Path | None = None,
-        max_concurrency: int = 8,
-        timeout_s: float = 60.0,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
+        max_concurrency: PositiveInt = 8,
+        timeout_s: PositiveFloat = 60.0,
+        max_retries: NonNegativeInt = 5,
+        backoff_s: NonNegativeFloat = 1.0,
+        max_backoff_s: NonNegativeFloat = 60.0,
         progress: bool = True,
     ) -> None:
         if max_concurrency < 1:

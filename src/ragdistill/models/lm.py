@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_man
 
 logger = logging.getLogger(__name__)
 
+LMDtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 CONVERSION_FILE = "ragdistill_conversion.json"
@@ -279,7 +280,7 @@ class LanguageModel:
         self,
         path: str = "packaged:SmolLM2-135M-Instruct",
         gguf_file: str | None = None,
-        dtype: str = "float32",
+        dtype: LMDtype = "float32",
         cache_dir: str = ".cache/ragdistill",
         trust_remote_code: bool = False,
         use_chat_template: bool = True,
@@ -288,7 +289,7 @@ class LanguageModel:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.path = path
         self.gguf_file = gguf_file
-        self.dtype = dtype
+        self.dtype: str = dtype  # a from_objects LM may hold any torch dtype
         self.cache_dir = Path(cache_dir)
         self.trust_remote_code = trust_remote_code
         self.use_chat_template = use_chat_template

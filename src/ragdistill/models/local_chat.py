@@ -12,6 +12,7 @@ from typing import Any
 from ragdistill.models.generate import Sampling, generate_texts
 from ragdistill.models.lm import LanguageModel
 from ragdistill.models.lm_runner import LMRunSettings
+from ragdistill.utils.constraints import PositiveInt, Precision
 
 Messages = Sequence[dict[str, str]]
 
@@ -34,10 +35,10 @@ class LocalChat:
     def __init__(
         self,
         lm: LanguageModel,
-        max_new_tokens: int = 128,
-        max_batch_tokens: int = 16384,
-        max_batch_size: int = 16,
-        precision: str = "32-true",
+        max_new_tokens: PositiveInt = 128,
+        max_batch_tokens: PositiveInt = 16384,
+        max_batch_size: PositiveInt = 16,
+        precision: Precision = "32-true",
         accelerator: str = "auto",
     ) -> None:
         if max_new_tokens < 1:

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -48,7 +48,7 @@ from ragdistill.callbacks.lightning_progress import lightning_progress_bar
 from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.models.generate import eos_ids, left_pad
-from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm import LanguageModel, LMDtype
 from ragdistill.reader.artifact import intact_folder, save_folder
 from ragdistill.reader.lm_reader import LMReader
 from ragdistill.reader.qa import qa_scores
@@ -497,7 +497,7 @@ def load_finetuned(base: LanguageModel, directory: Path) -> LanguageModel:
     """The fine-tuned folder as a :class:`LanguageModel` loaded like ``base`` (dtype, chat template)."""
     return LanguageModel(
         path=str(directory),
-        dtype=base.dtype,
+        dtype=cast(LMDtype, base.dtype),  # a base that loads from a path has one of the DTYPES
         cache_dir=str(base.cache_dir),
         trust_remote_code=base.trust_remote_code,
         use_chat_template=base.use_chat_template,

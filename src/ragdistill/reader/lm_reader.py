@@ -36,6 +36,7 @@ from ragdistill.models.lm_runner import LMRunSettings
 from ragdistill.reader.pear import PearResult, PearSettings, apply_pear, run_pear
 from ragdistill.reader.qa import exact_match, token_f1
 from ragdistill.utils.atomic import atomic_write_text
+from ragdistill.utils.constraints import PositiveInt, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +110,12 @@ class LMReader:
         self,
         lm: LanguageModel,
         prompt: PromptTemplate | Mapping[str, str] | None = None,
-        max_new_tokens: int = 16,
-        max_passage_tokens: int | None = 256,
+        max_new_tokens: PositiveInt = 16,
+        max_passage_tokens: PositiveInt | None = 256,
         max_prompt_tokens: int | None = None,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 64,
-        precision: str = "32-true",
+        max_batch_tokens: PositiveInt = 8192,
+        max_batch_size: PositiveInt = 64,
+        precision: Precision = "32-true",
         accelerator: str = "auto",
         pear: bool = False,
         pear_settings: Mapping[str, Any] | None = None,

@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from ragdistill.models.locate import resolve_model_path
 from ragdistill.retriever.in_batch import layout_scores
-from ragdistill.retriever.pooling import POOLING_MODES, pool
+from ragdistill.retriever.pooling import POOLING_MODES, PoolingMode, pool
 from ragdistill.retriever.rank_agreement import own_group_scores, teacher_student_spearman
 from ragdistill.utils.manifest import MANIFEST_FILE, CorruptArtifactError, artifact_problem
 
@@ -68,7 +68,7 @@ class BiEncoder(pl.LightningModule):
         self,
         path: str = "packaged:all-MiniLM-L6-v2",
         shared_towers: bool = True,
-        pooling: str = "mean",
+        pooling: PoolingMode = "mean",
         normalize: bool = True,
         query_max_length: int = 64,
         passage_max_length: int = 256,

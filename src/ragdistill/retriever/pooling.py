@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
-POOLING_MODES = ("mean", "cls")
+PoolingMode = Literal["mean", "cls"]
+POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 
 
 def pool(hidden: Tensor, attention_mask: Tensor, mode: str = "mean", normalize: bool = True) -> Tensor:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from ragdistill.utils.constraints import Bound
 
-def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
+WarmupRatio = Annotated[float, Bound(">=", 0), Bound("<", 1)]
+"""The share of training steps spent warming up: in ``[0, 1)``, as some steps must remain to decay over."""
+
+
+def linear_warmup_decay(optimizer: Optimizer, total_steps: int, warmup_ratio: WarmupRatio = 0.1) -> LambdaLR:
     """Warm the learning rate up linearly over ``warmup_ratio`` of the steps, then decay it linearly to 0.
 
     The BERT/DPR schedule: warm-up keeps the first noisy updates from wrecking a pretrained encoder.

@@ -12,6 +12,7 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal, with_positives
 from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.utils.constraints import NonNegativeInt, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,10 @@ class AARTeacher(DerivedTeacher):
     def __init__(
         self,
         source: Teacher,
-        top_n: int = 2,
+        top_n: PositiveInt = 2,
         use_human_positives: bool = True,
-        refresh_every_n_steps: int = 0,
-        mining_depth: int = 20,
+        refresh_every_n_steps: NonNegativeInt = 0,
+        mining_depth: PositiveInt = 20,
         drop_answer_negatives: bool = False,
     ) -> None:
         if top_n < 1:

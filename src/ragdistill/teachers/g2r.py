@@ -22,6 +22,7 @@ from ragdistill.data.signal import TeacherSignal, with_positives
 from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.unit_generation import UnitGenerator
+from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class G2RTeacher(DerivedTeacher):
         chat: ChatModel | None = None,
         generation: Mapping[str, Any] | None = None,
         prompt: str = "{question}",
-        per_question: int = 1,
+        per_question: NonNegativeInt = 1,
         min_chars: int = 20,
         use_human_positives: bool = True,
         cache_dir: str = ".cache/ragdistill",

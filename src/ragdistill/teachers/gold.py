@@ -11,6 +11,7 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
 from ragdistill.teachers.base import Teacher
+from ragdistill.utils.constraints import PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class GoldTeacher(Teacher):
         """Always: the human gold paragraphs."""
         return True
 
-    def __init__(self, num_candidates: int = 20, drop_answer_negatives: bool = True) -> None:
+    def __init__(self, num_candidates: PositiveInt = 20, drop_answer_negatives: bool = True) -> None:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.num_candidates = num_candidates

@@ -41,6 +41,7 @@ from ragdistill.runtime.precision import resolve_precision
 from ragdistill.runtime.predict import run_predict
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.utils.cache_key import config_key
+from ragdistill.utils.constraints import AtLeastTwo, NonNegativeInt, PositiveInt, Precision
 from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -82,17 +83,17 @@ class IntermediateTeacher(DerivedTeacher):
     def __init__(
         self,
         source: Teacher,
-        llm_questions: int | None = None,
-        num_candidates: int = 10,
+        llm_questions: AtLeastTwo | None = None,
+        num_candidates: AtLeastTwo = 10,
         ranker_path: str = "packaged:all-MiniLM-L6-v2",
         max_length: int = 320,
-        epochs: int = 1,
+        epochs: PositiveInt = 1,
         min_steps: int | None = None,
-        batch_size: int = 8,
+        batch_size: PositiveInt = 8,
         lr: float = 3e-5,
         ranker_top_k: int | None = None,
-        val_size: int = 100,
-        precision: str = "bf16-mixed",
+        val_size: NonNegativeInt = 100,
+        precision: Precision = "bf16-mixed",
         accelerator: str = "auto",
         cache_dir: str = ".cache/ragdistill",
         seed: int = 0,

@@ -24,6 +24,7 @@ from ragdistill.models.chat_model import ChatModel
 from ragdistill.teachers.base import Teacher
 from ragdistill.teachers.ranking_output import RepairStats, parse_ranking
 from ragdistill.teachers.sliding_window import RankingPrompt, build_window_messages, sliding_window_rank_many
+from ragdistill.utils.constraints import AtLeastTwo, Fraction
 from ragdistill.utils.plain import plain
 
 logger = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ class ListwiseRankingTeacher(Teacher):
     def __init__(
         self,
         chat: ChatModel,
-        num_candidates: int = 10,
+        num_candidates: AtLeastTwo = 10,
         window: int = 20,
         step: int = 10,
         prompt: RankingPrompt | Mapping[str, Any] | None = None,
         max_passage_chars: int | None = 600,
-        min_valid_fraction: float = 0.0,
+        min_valid_fraction: Fraction = 0.0,
         generation: Mapping[str, Any] | None = None,
     ) -> None:
         if num_candidates < 2:

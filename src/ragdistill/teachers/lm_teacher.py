@@ -14,6 +14,7 @@ from ragdistill.models.lm import LanguageModel
 from ragdistill.models.lm_inputs import LMExample, PromptBuilder, PromptTemplate, TokenLimits
 from ragdistill.models.lm_runner import LMRunSettings, RunResult, StepFn, run_lm
 from ragdistill.teachers.base import Teacher
+from ragdistill.utils.constraints import PositiveInt, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,14 @@ class LMTeacher(Teacher):
     def __init__(
         self,
         lm: LanguageModel,
-        num_candidates: int = 10,
+        num_candidates: PositiveInt = 10,
         prompt: dict[str, str] | None = None,
         max_passage_tokens: int = 256,
         max_question_tokens: int = 64,
         max_target_tokens: int = 32,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 64,
-        precision: str = "bf16-mixed",
+        max_batch_tokens: PositiveInt = 8192,
+        max_batch_size: PositiveInt = 64,
+        precision: Precision = "bf16-mixed",
         accelerator: str = "auto",
     ) -> None:
         if num_candidates < 1:
