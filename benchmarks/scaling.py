@@ -125,6 +125,66 @@ def teacher_rows(questions: int, ks: list[int], seed: int) -> list[dict[str, Any
     return rows
 
 
+# Assumptions of the projection (stated in its table's notes; nothing here was measured on a GPU)
+H100_BF16_FLOPS = 989e12
+"""An H100 SXM's dense bf16 peak."""
+ENCODE_UTILISATION = 0.25
+"""Share of that peak a small encoder reaches (short sequences, small matmuls)."""
+LM_UTILISATION = 0.40
+"""Share of that peak a 7B LM's forward pass reaches."""
+LM_7B_PARAMS = 6.5e9
+"""Non-embedding parameters of a 7B LLM (Llama-2-7B)."""
+SMOLLM2_PARAMS = 1.05e8
+"""Non-embedding parameters of the packaged SmolLM2-135M."""
+LM_READ_TOKENS = 200
+"""Tokens of one teacher read: a ~150-token passage, the question, the answer and the prompt."""
+TEACHER_K = 10
+"""Candidates per question in the projection's teacher rows (the LM-teacher recipes' K)."""
+EMBEDDING_DIM = 384
+"""MiniLM's embedding size: float32 vectors of 1,536 bytes."""
+MACHINE_GIB = 24
+"""This machine's memory."""
+
+
+def projection(corpus: list[dict[str, Any]], teachers: list[dict[str, Any]]) -> list[str]:
+    """Table lines: each stage at 21M passages and a 7B teacher, extrapolated from the measured rows."""
+    largest = max(corpus, key=lambda r: r["passages"])
+    ratio = WIKIPEDIA / largest["passages"]
+    tokens_per_passage = largest["tokens"] / largest["passages"]
+    flop_per_token = largest["encode_gflops"] * 1e9 * largest["encode_s"] / largest["tokens"]
+    encode_flop = WIKIPEDIA * tokens_per_passage * flop_per_token
+    encode_days = WIKIPEDIA / largest["passages_per_s"] / 86400
+    encode_gpu_min = encode_flop / (ENCODE_UTILISATION * H100_BF16_FLOPS) / 60
+    flat_gb = WIKIPEDIA * EMBEDDING_DIM * 4 / 1e9
+    search_ms = largest["flat_search_ms_per_query"] * ratio  # brute force is linear in N
+    sizes = [r["passages"] for r in corpus]
+    hnsw_b = growth(sizes, [r["hnsw_build_s"] for r in corpus])
+    hnsw_h = largest["hnsw_build_s"] * ratio**hnsw_b / 3600
+    likelihood = next(r for r in teachers if r["teacher"] == "answer likelihood" and r["k"] == TEACHER_K)
+    read_7b = 2 * LM_7B_PARAMS * LM_READ_TOKENS
+    read_small = 2 * SMOLLM2_PARAMS * LM_READ_TOKENS
+    achieved = likelihood["passages_per_s"] * read_small
+    cpu_reads = achieved / read_7b
+    cpu_hours = 1000 * TEACHER_K / cpu_reads / 3600
+    gpu_reads = LM_UTILISATION * H100_BF16_FLOPS / read_7b
+    gpu_hours = 100_000 * 20 / gpu_reads / 3600
+    fits = "fits" if flat_gb < MACHINE_GIB * 1.074 else f"does not fit in {MACHINE_GIB} GiB"
+    return [
+        "| stage | cost at 21M passages / a 7B teacher | this machine (extrapolated) | one H100 (FLOP estimate) |",
+        "|---|---|---|---|",
+        f"| encode the corpus (MiniLM) | {encode_flop:.1e} FLOP ({tokens_per_passage:.0f} tokens × "
+        f"{flop_per_token / 1e6:.0f} MFLOP per passage) | {encode_days:.1f} days at {largest['passages_per_s']:.1f} "
+        f"passages/s | {encode_gpu_min:.0f} min at {ENCODE_UTILISATION:.0%} of peak |",
+        f"| flat index | {flat_gb:.0f} GB of float32 vectors | {fits} | `index=ivfpq` or `index.shards` |",
+        f"| flat search | {search_ms:.0f} ms per query (linear in N) | 1,000 queries in {search_ms / 60:.1f} min | – |",
+        f"| HNSW build (M=32) | size^{hnsw_b:.2f} from the measured builds | {hnsw_h:.1f} h, if the vectors fit | – |",
+        f"| LM teacher, answer likelihood | {read_7b / 1e12:.1f} TFLOP per read ({read_7b / read_small:.0f}× SmolLM2) "
+        f"| {cpu_reads:.3f} reads/s at SmolLM2's achieved {achieved / 1e9:.0f} GFLOP/s: 1,000 questions × "
+        f"K={TEACHER_K} in {cpu_hours:.0f} h | {gpu_reads:.0f} reads/s at {LM_UTILISATION:.0%} of peak: "
+        f"100k questions × K=20 in {gpu_hours:.1f} GPU-hours |",
+    ]
+
+
 def report(corpus: list[dict[str, Any]], teachers: list[dict[str, Any]], command: str) -> str:
     """The Markdown written to ``benchmarks/results/scaling.md``."""
     sizes = [r["passages"] for r in corpus]
@@ -174,6 +234,15 @@ def report(corpus: list[dict[str, Any]], teachers: list[dict[str, Any]], command
         "Peak RSS is the process's peak so far (it never goes down), so a row's figure includes earlier rows'.",
         "Achieved GFLOP/s counts 2 × MiniLM's non-embedding parameters per token and ignores attention's",
         "own matmuls (about 5% at SQuAD lengths).",
+        "",
+        f"## Projection to {WIKIPEDIA:,} passages (DPR's Wikipedia) and a 7B teacher",
+        "",
+        *projection(corpus, teachers),
+        "",
+        "Extrapolated from the rows above, not measured. CPU figures scale the largest measured size linearly",
+        "(HNSW by its fitted exponent); GPU figures count FLOP (2 × non-embedding parameters per token) at an",
+        f"assumed share of an H100's {H100_BF16_FLOPS / 1e12:.0f} dense bf16 TFLOP/s; a 7B LM has "
+        f"{LM_7B_PARAMS / 1e9:.1f}B non-embedding parameters and a read {LM_READ_TOKENS} tokens.",
     ]
     return "\n".join(lines) + "\n"
 
