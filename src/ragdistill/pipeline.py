@@ -101,13 +101,16 @@ def _score_teacher(
     """Score the training questions, reusing cached signals; return them with the teacher's figures.
 
     A :class:`DerivedTeacher` (AAR) caches its source's scores under the source's own config
-    (``cfg.teacher.source``), so it shares them with a run of that teacher alone; deriving is cheap.
+    (``cfg.teacher.source``), so it shares them with a run of that teacher alone; deriving caches its own
+    work (G2R's units, the intermediate ranker).
     ``loss`` says whether the student reads the teacher's scores, which some quality warnings presume.
     """
     if isinstance(teacher, DerivedTeacher):
         asked = teacher.source_questions(data.train)
         source_signals, metrics = _cached_scores(cfg, cfg.teacher.source, teacher.source, data, candidates, asked)
-        signals = teacher.derive(source_signals, data.train, candidates, data)
+        derived = teacher.derive(source_signals, data.train, candidates, data)
+        derived.register_passages(data)  # e.g. G2R's generated units, readable by id for training
+        signals = derived.signals
         metrics |= teacher.metrics()  # the derived teacher's own figures (e.g. the ranker's), after deriving
     else:
         signals, metrics = _cached_scores(cfg, cfg.teacher, teacher, data, candidates, data.train)

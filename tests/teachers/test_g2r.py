@@ -114,6 +114,22 @@ def test_index_generated_adds_the_units_to_the_retrievable_corpus(setting, tmp_p
     assert data.passage("g2r:q1:0").text.endswith("(Ada)")
 
 
+def test_derive_returns_its_units_and_leaves_the_data_alone(setting, tmp_path):
+    """The DerivedTeacher contract: created passages come back in the Derivation; the caller registers them."""
+    data, questions, candidates, source = setting
+    corpus = [p.id for p in data.corpus]
+    teacher = G2RTeacher(
+        source, CountingChat(), prompt="Answer {question} ({answer})", min_chars=10, cache_dir=str(tmp_path)
+    )
+    derived = teacher.derive(source.score(questions, candidates, data), questions, candidates, data)
+    assert [p.id for p in derived.training_passages] == ["g2r:q1:0"] and not derived.corpus_passages
+    assert [p.id for p in data.corpus] == corpus
+    with pytest.raises(KeyError, match="g2r:q1:0"):
+        data.passage("g2r:q1:0")
+    derived.register_passages(data)
+    assert data.passage("g2r:q1:0").text.endswith("(Ada)") and [p.id for p in data.corpus] == corpus
+
+
 def test_model_level_only_and_data_level_switches(setting, tmp_path):
     data, questions, candidates, source = setting
     model_only = G2RTeacher(source, None, per_question=0, cache_dir=str(tmp_path))

@@ -231,7 +231,7 @@ def _distil_marker_rule(tmp_path, tiny_encoder_dir, direction: float):
         accelerator="cpu",
         cache_dir=str(tmp_path),
     )
-    scored = teacher.derive(stage0, questions, candidates, data)
+    scored = teacher.derive(stage0, questions, candidates, data).signals
     assert [s.qid for s in scored] == [q.id for q in questions]  # stage 2 labels every question
     unseen = scored[ranked:]  # neither trained on nor held out: new passages, same rule
     taus = [kendalltau([counts[pid] for pid in s.candidate_ids], s.scores).statistic for s in unseen]

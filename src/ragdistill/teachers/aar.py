@@ -11,7 +11,7 @@ from ragdistill.candidates.hard_negatives import HardNegativeRefresh
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal, with_positives
-from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.teachers.base import Derivation, DerivedTeacher, Teacher
 from ragdistill.utils.constraints import NonNegativeInt, PositiveInt
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class AARTeacher(DerivedTeacher):
         questions: list[Question],
         candidates: dict[str, RankedList],
         data: RetrievalData,
-    ) -> list[TeacherSignal]:
+    ) -> Derivation:
         """One signal per question the source LM judged: its scores, with positives marked."""
         by_id = {q.id: q for q in questions}
         derived = []
@@ -97,7 +97,7 @@ class AARTeacher(DerivedTeacher):
         if derived:
             overlap = np.mean([s.diagnostics["lm_positive_is_gold"] for s in derived])
             logger.info("AAR: %d signals; an LM positive is the gold passage for %.1f%%", len(derived), 100 * overlap)
-        return derived
+        return Derivation(derived)
 
     def training_callbacks(self, data: RetrievalData) -> list[Callback]:
         """The ANCE refresh of hard negatives, when switched on."""

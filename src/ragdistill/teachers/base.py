@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 from pytorch_lightning.callbacks import Callback
 
 from ragdistill.data.ranking import RankedList
-from ragdistill.data.schemas import Question, RetrievalData
+from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
 
 
@@ -66,12 +67,37 @@ class Teacher(ABC):
         return {"lm": lm.fingerprint()} if lm is not None else {}
 
 
-class DerivedTeacher(Teacher):
-    """A teacher that re-reads another teacher's signals (e.g. AAR marks the source LM's top-N as positives).
+@dataclass
+class Derivation:
+    """What a :class:`DerivedTeacher` makes of its source's signals.
 
-    The expensive step is the source's scoring; :meth:`derive` is cheap. Keeping them apart lets the signal
-    cache key the source's scores by the source's own config, so a derived teacher and a run of its source
-    alone (``teacher=lm_likelihood``), or two derived teachers with different ``top_n``, share one scoring.
+    Attributes:
+        signals: One signal per question it could judge, in question order.
+        training_passages: Passages it created that only training reads (G2R's generated units); the
+            caller registers them with the data, so no index and no evaluation sees them.
+        corpus_passages: Passages it created that join the searched corpus (G2R with ``index_generated``).
+    """
+
+    signals: list[TeacherSignal]
+    training_passages: list[Passage] = field(default_factory=list)
+    corpus_passages: list[Passage] = field(default_factory=list)
+
+    def register_passages(self, data: RetrievalData) -> None:
+        """Make the created passages readable through ``data`` (training-only ones) or searchable (corpus ones)."""
+        if self.training_passages:
+            data.add_training_passages(self.training_passages)
+        if self.corpus_passages:
+            data.add_corpus_passages(self.corpus_passages)
+
+
+class DerivedTeacher(Teacher):
+    """A teacher built on another teacher's signals (AAR's top-N positives, G2R's units, the intermediate ranker).
+
+    The source's scoring is cached under the source's own config, so a derived teacher and a run of its
+    source alone (``teacher=lm_likelihood``), or two derived teachers with different settings, share one
+    scoring. :meth:`derive` may itself be expensive (G2R generates text, the intermediate teacher trains a
+    ranker): it caches its own work under its own key, and it never edits the data it is given: passages
+    it creates come back in its :class:`Derivation` for the caller to register.
 
     Subclasses set :attr:`source` and implement :meth:`derive`; the config key of the source is ``source``.
     """
@@ -93,15 +119,18 @@ class DerivedTeacher(Teacher):
         questions: list[Question],
         candidates: dict[str, RankedList],
         data: RetrievalData,
-    ) -> list[TeacherSignal]:
+    ) -> Derivation:
         """Turn the source's signals (over :meth:`source_questions`) into this teacher's, in question order."""
 
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
     ) -> list[TeacherSignal]:
-        """Score with the source, then derive."""
-        signals = self.source.score(self.source_questions(questions), candidates, data)
-        return self.derive(signals, questions, candidates, data)
+        """Score with the source, derive, and register any passages the derivation created with ``data``."""
+        derived = self.derive(
+            self.source.score(self.source_questions(questions), candidates, data), questions, candidates, data
+        )
+        derived.register_passages(data)
+        return derived.signals
 
     def metrics(self) -> dict[str, float]:
         """The source teacher's throughput figures."""

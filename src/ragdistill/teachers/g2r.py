@@ -20,7 +20,7 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal, with_positives
 from ragdistill.models.chat_model import ChatModel
-from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.teachers.base import Derivation, DerivedTeacher, Teacher
 from ragdistill.teachers.unit_generation import UnitGenerator
 from ragdistill.utils.constraints import NonNegativeInt
 
@@ -98,18 +98,20 @@ class G2RTeacher(DerivedTeacher):
         questions: list[Question],
         candidates: dict[str, RankedList],
         data: RetrievalData,
-    ) -> list[TeacherSignal]:
-        """The source's signals with human and generated positives added (generated units registered in ``data``)."""
+    ) -> Derivation:
+        """The source's signals with human and generated positives added; the generated units come back with them.
+
+        The units are training-only passages, or corpus passages with ``index_generated`` (the caller
+        registers them with the data).
+        """
         by_id = {q.id: q for q in questions}
         units: dict[str, list[Passage]] = {}
+        generated: list[Passage] = []
         if self.generator is not None:
             units = self.generator.generate([by_id[s.qid] for s in signals])
             generated = [unit for group in units.values() for unit in group]
             if self.index_generated:
-                data.add_corpus_passages(generated)
                 logger.info("G2R: %d generated units join the corpus (teacher.index_generated=true)", len(generated))
-            else:
-                data.add_training_passages(generated)
             self._figures = self.generator.stats.metrics() | _answer_rate(units, by_id)
         derived = [self._augment(s, by_id[s.qid], units.get(s.qid, [])) for s in signals]
         without = sum(not s.positive_ids for s in derived)
@@ -120,7 +122,9 @@ class G2RTeacher(DerivedTeacher):
             int(self._figures.get("g2r/units_kept", 0)),
             without,
         )
-        return derived
+        if self.index_generated:
+            return Derivation(derived, corpus_passages=generated)
+        return Derivation(derived, training_passages=generated)
 
     def _augment(self, signal: TeacherSignal, question: Question, units: list[Passage]) -> TeacherSignal:
         human = list(question.gold_ids) if self.use_human_positives else []

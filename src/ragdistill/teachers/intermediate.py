@@ -39,7 +39,7 @@ from ragdistill.losses.listmle import ListMLELoss
 from ragdistill.ranker.cross_encoder import CrossEncoderRanker
 from ragdistill.runtime.precision import resolve_precision
 from ragdistill.runtime.predict import run_predict
-from ragdistill.teachers.base import DerivedTeacher, Teacher
+from ragdistill.teachers.base import Derivation, DerivedTeacher, Teacher
 from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.constraints import AtLeastTwo, NonNegativeInt, PositiveInt, Precision
 from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
@@ -144,7 +144,7 @@ class IntermediateTeacher(DerivedTeacher):
         questions: list[Question],
         candidates: dict[str, RankedList],
         data: RetrievalData,
-    ) -> list[TeacherSignal]:
+    ) -> Derivation:
         """Train (or load) the ranker on the stage-0 orders; return its scores over every question's K candidates."""
         ordered = [s for s in signals if np.isfinite(s.scores).sum() >= 2]
         if len(ordered) < len(signals):
@@ -199,7 +199,7 @@ class IntermediateTeacher(DerivedTeacher):
             100 * self._figures.get("ranker/top1_agrees", float("nan")),
             self._figures.get("ranker/kendall_tau", float("nan")),
         )
-        return scored
+        return Derivation(scored)
 
     def _held_out_scores(
         self,
