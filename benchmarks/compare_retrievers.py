@@ -25,7 +25,7 @@ from ragdistill.data.schemas import RetrievalData
 from ragdistill.evaluation.metrics import gold_qrels
 from ragdistill.evaluation.retrieval import encode_settings
 from ragdistill.index.faiss_index import CorruptIndexError, FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -43,7 +43,7 @@ def rerun(run_dir: Path, depth: int = 100) -> tuple[str, RetrievalData, dict[str
     cfg = OmegaConf.load(run_dir / "resolved_config.yaml")
     data: RetrievalData = instantiate(cfg.data)
     exported = run_dir / "retriever"
-    retriever = BiEncoder(path=str(exported) if exported.is_dir() else cfg.retriever.path).eval()
+    retriever = BiEncoderModule(path=str(exported) if exported.is_dir() else cfg.retriever.path).eval()
     settings = encode_settings(cfg.evaluation)  # the run's own batching: bf16 results depend on the batch
     try:
         index = FaissIndex.load(run_dir / "index")

@@ -26,20 +26,20 @@ from timing import timed
 
 from ragdistill.data.squad import load_squad_open
 from ragdistill.retriever import encode as encode_module
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts, encoding_copies
 from ragdistill.utils.quiet import quiet_third_party
 
 OUT = ROOT / "benchmarks" / "results" / "encoding_copies.md"
 
 
-def encode_three(retriever: BiEncoder, sets: list[tuple[list[str], str]], settings: EncodeSettings) -> list:
+def encode_three(retriever: BiEncoderModule, sets: list[tuple[list[str], str]], settings: EncodeSettings) -> list:
     """The three encodings of one evaluation, each call making its own copies."""
     return [encode_texts(retriever, texts, kind, settings) for texts, kind in sets]
 
 
 def encode_three_in_one_block(
-    retriever: BiEncoder, sets: list[tuple[list[str], str]], settings: EncodeSettings
+    retriever: BiEncoderModule, sets: list[tuple[list[str], str]], settings: EncodeSettings
 ) -> list:
     """The same three encodings inside one ``encoding_copies()`` block."""
     with encoding_copies(retriever, settings):
@@ -62,7 +62,7 @@ def main() -> None:
         ([q.text for q in data.eval], "query"),
         ([q.text for q in data.train], "query"),
     ]
-    retriever = BiEncoder(cache_dir=str(ROOT / ".cache" / "ragdistill")).eval()
+    retriever = BiEncoderModule(cache_dir=str(ROOT / ".cache" / "ragdistill")).eval()
     settings = EncodeSettings(accelerator="cpu", precision="bf16-mixed", progress=False, quantize="int8")
     quantisations = 0
     quantize = encode_module.quantize_int8

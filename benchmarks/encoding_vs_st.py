@@ -46,7 +46,7 @@ from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.metrics import evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
 from ragdistill.models.locate import resolve_model_path
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import DEFAULT_ENCODING, EncodeSettings, encode_texts, quantize_int8, token_lengths
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -155,7 +155,7 @@ def st_encoder(st: SentenceTransformer, bf16: bool) -> Encode:
     return encode
 
 
-def ours_encoder(encoder: BiEncoder, chosen: EncodeSettings) -> Encode:
+def ours_encoder(encoder: BiEncoderModule, chosen: EncodeSettings) -> Encode:
     """``encode_texts`` with ``chosen`` settings."""
     return lambda texts, kind: encode_texts(encoder, texts, kind, chosen)
 
@@ -168,7 +168,7 @@ def int8_share(tower: nn.Module, every_layer: bool) -> float:
     return sum(m.weight.numel() for m in linear if every_layer or m.in_features <= m.out_features) / body
 
 
-def variants(names: list[str], ours: BiEncoder) -> list[Variant]:
+def variants(names: list[str], ours: BiEncoderModule) -> list[Variant]:
     """The named variants, in the order given; ours run ``ours``."""
     st = SentenceTransformer(resolve_model_path("packaged:all-MiniLM-L6-v2"), device="cpu")
     built = []
@@ -179,7 +179,7 @@ def variants(names: list[str], ours: BiEncoder) -> list[Variant]:
             share = int8_share(ours.passage_encoder, every_layer=False) if chosen.quantize == "int8" else 0.0
             built.append(Variant(name, label, chosen, ours_encoder(ours, chosen), share))
         elif name == "int8-all":
-            every = BiEncoder().eval()
+            every = BiEncoderModule().eval()
             tower = quantize_dynamic(every.passage_encoder, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
             every.passage_encoder = every.query_encoder = tower
             fp32 = settings(precision="32-true")
@@ -273,7 +273,7 @@ def main() -> None:
         n_train=0, n_eval=args.questions, corpus_size=None if full else args.passages, seed=args.seed
     )
     texts = [p.text for p in data.corpus]
-    ours = BiEncoder().eval()
+    ours = BiEncoderModule().eval()
     measured = peaks(repeats=5)
     results = measure(variants(args.variants, ours), texts, data, args.repeats, measured)
     chosen = choose(results)

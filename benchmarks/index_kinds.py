@@ -28,7 +28,7 @@ from teacher_setup import ROOT, publish
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.metrics import evaluate_run
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -62,7 +62,7 @@ def main() -> None:
     if [p.id for p in data.corpus] != ids:
         raise SystemExit(f"{args.run} was not indexed over the SQuAD-open corpus this script loads")
     settings = EncodeSettings(batch_size=64, accelerator="cpu", progress=False)
-    queries = encode_texts(BiEncoder(args.retriever).eval(), [q.text for q in data.eval], "query", settings)
+    queries = encode_texts(BiEncoderModule(args.retriever).eval(), [q.text for q in data.eval], "query", settings)
 
     rows, exact = [], None
     for name, params in VARIANTS.items():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ragdistill.data.squad import load_squad_open
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.runtime.precision import cpu_bf16_description, force_cpu_bf16
 from ragdistill.utils.quiet import quiet_third_party
@@ -28,7 +28,7 @@ from ragdistill.utils.quiet import quiet_third_party
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_step_seconds(model: BiEncoder, texts: list[str], bf16: bool, repeats: int) -> float:
+def train_step_seconds(model: BiEncoderModule, texts: list[str], bf16: bool, repeats: int) -> float:
     """Median wall time of one forward+backward pass over ``texts`` (a proxy for one training step)."""
     model.train()
     times = []
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_third_party()
     texts = [p.text for p in load_squad_open(n_train=0, n_eval=0).corpus[: args.passages]]
-    model = BiEncoder()
+    model = BiEncoderModule()
 
     encoded, seconds = {}, {}
     for precision in ("32-true", "bf16-mixed", "32-true", "bf16-mixed"):  # second round = warm timings

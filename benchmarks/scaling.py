@@ -33,7 +33,7 @@ from timing import timed
 from ragdistill.candidates.bm25 import BM25Candidates
 from ragdistill.data.squad import load_squad_open
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
@@ -59,7 +59,7 @@ def growth(sizes: list[float], seconds: list[float]) -> float:
     return float(slope)
 
 
-def encoder_flops_per_token(encoder: BiEncoder) -> float:
+def encoder_flops_per_token(encoder: BiEncoderModule) -> float:
     """2 × the parameters a token passes through (embedding tables excluded: a lookup, not a matmul)."""
     body = sum(p.numel() for name, p in encoder.passage_encoder.named_parameters() if "embeddings" not in name)
     return 2.0 * body
@@ -67,7 +67,7 @@ def encoder_flops_per_token(encoder: BiEncoder) -> float:
 
 def corpus_rows(sizes: list[int], queries: int, seed: int) -> list[dict[str, Any]]:
     """Encode and index ``size`` paragraphs for each size; search ``queries`` dev questions in each index."""
-    encoder = BiEncoder().eval()
+    encoder = BiEncoderModule().eval()
     settings = EncodeSettings(batch_size=64, accelerator="cpu", precision="bf16-mixed", progress=False)
     flops_per_token = encoder_flops_per_token(encoder)
     encode_texts(encoder, ["warm-up: the first pass pays one-off costs"] * 64, "passage", settings)

@@ -22,12 +22,14 @@ from teacher_positions import cached_signals
 from ragdistill.data.signal import TeacherSignal
 from ragdistill.data.squad import load_squad_open
 from ragdistill.evaluation.teacher_quality import teacher_quality
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.utils.quiet import quiet_third_party
 
 
-def pool_figures(retriever: BiEncoder, signals: list[TeacherSignal], questions: dict, texts: dict) -> dict[str, float]:
+def pool_figures(
+    retriever: BiEncoderModule, signals: list[TeacherSignal], questions: dict, texts: dict
+) -> dict[str, float]:
     """Top-1 gold rate, agreement with the teacher's top-1 and Kendall τ with the teacher, over the pools."""
     settings = EncodeSettings(64, "cpu", "bf16-mixed")
     pids = sorted({pid for s in signals for pid in s.candidate_ids})
@@ -70,7 +72,7 @@ def main() -> None:
     teacher_top1 = teacher_quality(signals, data.train, data)["teacher/top1_gold"]
     rows.append(f"| the teacher | {teacher_top1:.3f} | 1.000 | 1.000 |")
     for path in args.retriever:
-        figures = pool_figures(BiEncoder(path=path).eval(), signals, questions, texts)
+        figures = pool_figures(BiEncoderModule(path=path).eval(), signals, questions, texts)
         rows.append(
             f"| `{path}` | {figures['top1_gold']:.3f} | {figures['agrees_with_teacher_top1']:.3f} "
             f"| {figures['kendall_tau_with_teacher']:.3f} |"

@@ -11,7 +11,7 @@ clipping at 1.0 and the same precision. Two pairings:
   own-group candidates: ``retriever.in_batch_negatives=false``) vs ``DistillKLDivLoss`` (student
   temperature 0.05, teacher temperature 1) with the same scores as labels.
 
-Ours runs the pipeline's own path: the Hydra config composed as the CLI does, ``BiEncoder`` and
+Ours runs the pipeline's own path: the Hydra config composed as the CLI does, ``BiEncoderModule`` and
 ``DistillationDataModule`` instantiated from it, ``pytorch_lightning.Trainer`` from ``trainer=cpu`` (no
 logger, checkpoint, progress bar or validation). Sentence-transformers runs ``SentenceTransformerTrainer``
 with evaluation, saving and logging off. Each run is a fresh process (its own peak RSS); runs alternate
@@ -175,7 +175,7 @@ class LightningClock(pl.Callback):
 
 
 def run_ours(args: argparse.Namespace, work: dict[str, Any], run_dir: Path, nan_fill: bool = False) -> dict[str, Any]:
-    """Fit our BiEncoder with the pipeline's trainer for warm-up + timed steps; return loss₀ and the clock.
+    """Fit our BiEncoderModule with the pipeline's trainer for warm-up + timed steps; return loss₀ and the clock.
 
     As the pipeline does, the deterministic algorithms ``trainer=cpu`` asks for stay on without torch's NaN
     fill of every new uninitialised tensor (:func:`~ragdistill.runtime.determinism.skip_nan_fill`).

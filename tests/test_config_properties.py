@@ -410,10 +410,15 @@ def test_a_value_outside_a_documented_limit_names_key_value_and_limit(composed, 
 
 LIMITED = {  # arguments whose constructor checks a limit or a choice: their hints must carry it
     "ragdistill.data.squad.load_squad_open": {"n_train", "n_eval"},
-    "ragdistill.data.datamodule.DistillationDataModule": {"batch_size", "group_size", "val_size", "num_workers"},
+    "ragdistill.data.distillation_datamodule.DistillationDataModule": {
+        "batch_size",
+        "group_size",
+        "val_size",
+        "num_workers",
+    },
     "ragdistill.candidates.bm25.BM25Candidates": {"k", "method", "batch_size"},
     "ragdistill.candidates.dense.DenseCandidates": {"k", "batch_size", "precision"},
-    "ragdistill.retriever.bi_encoder.BiEncoder": {"pooling"},
+    "ragdistill.retriever.bi_encoder_module.BiEncoderModule": {"pooling"},
     "ragdistill.retriever.schedule.linear_warmup_decay": {"warmup_ratio"},
     "ragdistill.losses.infonce.InfoNCELoss": {"temperature"},
     "ragdistill.losses.kl.KLDistillLoss": {"tau_student", "tau_teacher"},

@@ -98,7 +98,7 @@ class _Buckets(Sampler[list[int]]):
 
 def _cases(encoder_dir: str) -> dict[str, Any]:
     """Every predict shape the callers use, run the same way on one process or on each rank of a group."""
-    from ragdistill.retriever.bi_encoder import BiEncoder
+    from ragdistill.retriever.bi_encoder_module import BiEncoderModule
     from ragdistill.retriever.encode import EncodeSettings, encode_texts
 
     module = _Affine()
@@ -124,7 +124,7 @@ def _cases(encoder_dir: str) -> dict[str, Any]:
     }
     texts = ["a question", "Normandy", "the Normans were in France", "x", "a longer passage of text here", "b", "c"]
     settings = EncodeSettings(batch_size=2, accelerator="cpu", precision="32-true", progress=False)
-    out["encode_texts"] = torch.from_numpy(encode_texts(BiEncoder(path=encoder_dir), texts, "passage", settings))
+    out["encode_texts"] = torch.from_numpy(encode_texts(BiEncoderModule(path=encoder_dir), texts, "passage", settings))
     return out
 
 

@@ -86,10 +86,10 @@ def test_exported_retriever_loads_in_sentence_transformers_and_matches(trained):
 
 
 def test_training_changed_the_weights(trained):
-    from ragdistill.retriever.bi_encoder import BiEncoder
+    from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 
     _, _, objects = trained
-    before = BiEncoder().passage_encoder.state_dict()
+    before = BiEncoderModule().passage_encoder.state_dict()
     after = objects["retriever"].passage_encoder.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 

@@ -40,7 +40,7 @@ from ragdistill.cli import CONFIG_PATH
 from ragdistill.models.chat_api import ChatClient
 from ragdistill.pipeline import train
 from ragdistill.report.command import main as report_main
-from ragdistill.retriever import bi_encoder
+from ragdistill.retriever import bi_encoder_module
 
 SRC = Path(ragdistill.__file__).parent
 CONF = Path(CONFIG_PATH)
@@ -268,7 +268,7 @@ def test_the_shipped_retriever_config_refuses_a_backbone_that_ships_code(backbon
 
 def test_retriever_trust_remote_code_reaches_every_from_pretrained(tiny_encoder_dir, monkeypatch, caplog):
     seen: list[tuple[str, object]] = []
-    for cls in (bi_encoder.AutoTokenizer, bi_encoder.AutoModel):
+    for cls in (bi_encoder_module.AutoTokenizer, bi_encoder_module.AutoModel):
         real = cls.from_pretrained
 
         def spy(*args: Any, _real: Any = real, _name: str = cls.__name__, **kwargs: Any) -> Any:
@@ -276,10 +276,10 @@ def test_retriever_trust_remote_code_reaches_every_from_pretrained(tiny_encoder_
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(cls, "from_pretrained", spy)
-    bi_encoder.BiEncoder(str(tiny_encoder_dir), shared_towers=False)
+    bi_encoder_module.BiEncoderModule(str(tiny_encoder_dir), shared_towers=False)
     assert seen == [("AutoTokenizer", False), ("AutoModel", False), ("AutoModel", False)]
     seen.clear()
-    bi_encoder.BiEncoder(str(tiny_encoder_dir), shared_towers=False, trust_remote_code=True)
+    bi_encoder_module.BiEncoderModule(str(tiny_encoder_dir), shared_towers=False, trust_remote_code=True)
     assert seen == [("AutoTokenizer", True), ("AutoModel", True), ("AutoModel", True)]
     assert "retriever.trust_remote_code=true" in caplog.text
 

@@ -27,7 +27,7 @@ from ragdistill.data.signal import TeacherSignal
 from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.loggers.dashboards import build_loggers, log_run_outputs
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.runtime.determinism import skip_nan_fill
 from ragdistill.runtime.distributed import is_global_zero, start_processes
@@ -228,7 +228,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not data.train:
         raise ConfigError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
 
-    retriever: BiEncoder = _build(cfg, "retriever", loss=instantiate(cfg.loss))
+    retriever: BiEncoderModule = _build(cfg, "retriever", loss=instantiate(cfg.loss))
     teacher: Teacher = _build(cfg, "teacher")
     check_teacher_fits_loss(teacher, retriever.loss)
     first_stage: CandidateGenerator = _build(cfg, "candidates")
@@ -279,7 +279,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
     run_dir, timer, data = _start(cfg)
-    retriever: BiEncoder = _build(cfg, "retriever")
+    retriever: BiEncoderModule = _build(cfg, "retriever")
     loggers: list[Logger] = build_loggers(cfg)
     with _finalize_loggers_on_failure(loggers), timer("evaluate"):
         bm25 = _bm25_baseline(cfg, data)

@@ -2,13 +2,13 @@ import pytest
 
 from ragdistill.candidates.dense import DenseCandidates
 from ragdistill.data.schemas import Passage, Question
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 
 
 def test_dense_candidates_rank_an_identical_text_first(tiny_encoder_dir):
     corpus = [Passage(f"p{i}", text) for i, text in enumerate(["alpha beta", "gamma delta epsilon", "zeta"])]
     generator = DenseCandidates(k=2, precision="32-true", accelerator="cpu").fit(
-        corpus, retriever=BiEncoder(path=str(tiny_encoder_dir))
+        corpus, retriever=BiEncoderModule(path=str(tiny_encoder_dir))
     )
     ranked = generator.retrieve([Question("q", "gamma delta epsilon")])
     assert ranked["q"].ids[0] == "p1" and len(ranked["q"].ids) == 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ragdistill.losses.listmle import ListMLELoss
-from ragdistill.ranker.cross_encoder import CrossEncoderRanker
+from ragdistill.ranker.cross_encoder_module import CrossEncoderRanker
 
 
 def test_scores_are_per_group_and_survive_save_and_load(tmp_path, tiny_encoder_dir):

@@ -17,18 +17,15 @@ from ragdistill.data.fixture import load_fixture
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.models.lm import LanguageModel
 from ragdistill.reader.finetune import (
-    IGNORE_INDEX,
     RECORD_FILE,
     FinetuneSettings,
-    ReaderFinetuner,
-    answer_loss,
     build_examples,
-    collate_examples,
     finetune_reader,
     finetune_task,
     reading_lists,
     train_on_examples,
 )
+from ragdistill.reader.finetune_module import IGNORE_INDEX, ReaderFinetuner, answer_loss, collate_examples
 from ragdistill.reader.lm_reader import LMReader
 
 EXACT = {"precision": "32-true", "accelerator": "cpu"}

@@ -30,7 +30,7 @@ def run_config(run_dir: Path, name: str, teacher: dict[str, Any], loss: dict[str
         "paths": {"root_dir": "/work/main", "output_dir": str(run_dir), "cache_dir": "/work/main/.cache"},
         "data": {"_target_": "ragdistill.data.squad.load_squad_open", "n_train": 600, "n_eval": 500},
         "retriever": {
-            "_target_": "ragdistill.retriever.bi_encoder.BiEncoder",
+            "_target_": "ragdistill.retriever.bi_encoder_module.BiEncoderModule",
             "path": "packaged:all-MiniLM-L6-v2",
             "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 0.01},
         },

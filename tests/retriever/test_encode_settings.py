@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts, plan_batches, token_lengths
 from ragdistill.runtime import precision as precision_module
 from ragdistill.runtime.precision import FORCE_ENV, force_cpu_bf16
@@ -26,7 +26,7 @@ def _fp32(**changes):
 
 @pytest.fixture(scope="module")
 def encoder(tiny_encoder_dir):
-    return BiEncoder(path=str(tiny_encoder_dir)).eval()
+    return BiEncoderModule(path=str(tiny_encoder_dir)).eval()
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,7 +44,7 @@ def test_int8_vectors_stay_close_to_float32(encoder, precision):
 
 
 def test_int8_leaves_the_trained_towers_untouched(tiny_encoder_dir):
-    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    encoder = BiEncoderModule(path=str(tiny_encoder_dir)).eval()
     tower = encoder.passage_encoder
     before = {name: value.clone() for name, value in tower.state_dict().items()}
     encode_texts(encoder, TEXTS, "query", _fp32(quantize="int8"))
@@ -56,7 +56,7 @@ def test_int8_leaves_the_trained_towers_untouched(tiny_encoder_dir):
 def test_encoding_copies_quantise_once_for_every_call_inside_and_restore_the_towers(tiny_encoder_dir, monkeypatch):
     from ragdistill.retriever import encode as encode_module
 
-    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    encoder = BiEncoderModule(path=str(tiny_encoder_dir)).eval()
     tower = encoder.passage_encoder
     settings = _fp32(quantize="int8")
     separate = [encode_texts(encoder, TEXTS, kind, settings) for kind in ("passage", "query")]
@@ -76,7 +76,7 @@ def test_encoding_copies_quantise_once_for_every_call_inside_and_restore_the_tow
 
 
 def test_bf16_true_runs_a_bf16_copy_and_leaves_the_weights_float32(tiny_encoder_dir):
-    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    encoder = BiEncoderModule(path=str(tiny_encoder_dir)).eval()
     reference = encode_texts(encoder, TEXTS, "passage", _fp32())
     with force_cpu_bf16():  # bf16 even where this CPU would emulate it
         vectors = encode_texts(encoder, TEXTS, "passage", _fp32(precision="bf16-true"))
@@ -89,7 +89,7 @@ def test_bf16_true_runs_a_bf16_copy_and_leaves_the_weights_float32(tiny_encoder_
 def test_bf16_encodes_in_float32_on_a_cpu_that_would_emulate_it(tiny_encoder_dir, monkeypatch, precision):
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
     monkeypatch.delenv(FORCE_ENV, raising=False)
-    encoder = BiEncoder(path=str(tiny_encoder_dir)).eval()
+    encoder = BiEncoderModule(path=str(tiny_encoder_dir)).eval()
     reference = encode_texts(encoder, TEXTS, "passage", _fp32())
     np.testing.assert_array_equal(encode_texts(encoder, TEXTS, "passage", _fp32(precision=precision)), reference)
 

@@ -9,7 +9,7 @@ from ragdistill.data.schemas import Passage
 from ragdistill.models.attention_capture import AttentionOptions, attention_modules, capture_attention
 from ragdistill.models.lm_forward import output_attention, target_log_probs
 from ragdistill.models.lm_inputs import PromptBuilder, PromptTemplate, TokenLimits
-from ragdistill.models.lm_runner import collate_examples
+from ragdistill.models.lm_predict_module import collate_examples
 
 
 def _batch(lm, seq2seq=False):

@@ -1,5 +1,5 @@
 from ragdistill.models.lm_inputs import LMExample
-from ragdistill.models.lm_runner import bucket_batches, collate_examples
+from ragdistill.models.lm_predict_module import bucket_batches, collate_examples
 
 
 def test_buckets_cover_every_index_once_within_the_token_budget():

@@ -10,7 +10,7 @@ from ragdistill.data.schemas import Passage, Question
 from ragdistill.utils.constraints import PositiveInt
 
 if TYPE_CHECKING:
-    from ragdistill.retriever.bi_encoder import BiEncoder
+    from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 
 
 class CandidateGenerator(ABC):
@@ -26,7 +26,7 @@ class CandidateGenerator(ABC):
         self.k = k
 
     @abstractmethod
-    def fit(self, corpus: list[Passage], retriever: BiEncoder | None = None, **kwargs: Any) -> CandidateGenerator:
+    def fit(self, corpus: list[Passage], retriever: BiEncoderModule | None = None, **kwargs: Any) -> CandidateGenerator:
         """Index ``corpus``; dense generators encode it with ``retriever``."""
 
     @abstractmethod

@@ -8,7 +8,7 @@ from ragdistill.candidates.base import CandidateGenerator
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.constraints import PositiveInt, Precision
@@ -35,10 +35,10 @@ class DenseCandidates(CandidateGenerator):
     ) -> None:
         super().__init__(k)
         self.settings = EncodeSettings(batch_size, accelerator, precision, progress)
-        self.retriever: BiEncoder | None = None
+        self.retriever: BiEncoderModule | None = None
         self.index: FaissIndex | None = None
 
-    def fit(self, corpus: list[Passage], retriever: BiEncoder | None = None, **kwargs: Any) -> DenseCandidates:
+    def fit(self, corpus: list[Passage], retriever: BiEncoderModule | None = None, **kwargs: Any) -> DenseCandidates:
         """Encode and index ``corpus`` with ``retriever`` (required)."""
         if retriever is None:
             raise ValueError("candidates=dense needs a retriever to encode the corpus")

@@ -17,7 +17,7 @@ from ragdistill.evaluation.metrics import answer_qrels, evaluate_run, gold_qrels
 from ragdistill.evaluation.rag import Reader, evaluate_reader
 from ragdistill.evaluation.run_files import write_run_files
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encoding_copies
 from ragdistill.retriever.search import build_index, search
 from ragdistill.runtime.distributed import is_global_zero
@@ -164,7 +164,7 @@ def _label(prefix: str) -> str:
 
 
 def evaluate_retriever(
-    retriever: BiEncoder,
+    retriever: BiEncoderModule,
     data: RetrievalData,
     index: FaissIndex,
     cfg: DictConfig,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ragdistill.models.lm import LanguageModel
-from ragdistill.models.lm_runner import LMPredictor, LMRunSettings, PassageRate, bucket_batches
+from ragdistill.models.lm_predict_module import LMPredictor, LMRunSettings, PassageRate, bucket_batches
 from ragdistill.runtime.predict import run_predict
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ragdistill.models.generate import Sampling, generate_texts
 from ragdistill.models.lm import LanguageModel
-from ragdistill.models.lm_runner import LMRunSettings
+from ragdistill.models.lm_predict_module import LMRunSettings
 from ragdistill.utils.constraints import PositiveInt, Precision
 
 Messages = Sequence[dict[str, str]]

@@ -32,7 +32,7 @@ from ragdistill.data.schemas import Passage, Question
 from ragdistill.models.generate import generate_texts
 from ragdistill.models.lm import LanguageModel
 from ragdistill.models.lm_inputs import PromptBuilder, PromptTemplate
-from ragdistill.models.lm_runner import LMRunSettings
+from ragdistill.models.lm_predict_module import LMRunSettings
 from ragdistill.reader.pear import PearResult, PearSettings, apply_pear, run_pear
 from ragdistill.reader.qa import exact_match, token_f1
 from ragdistill.utils.atomic import atomic_write_text

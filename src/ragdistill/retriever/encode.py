@@ -23,7 +23,7 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from torch.utils.data import DataLoader, Dataset
 
 from ragdistill.callbacks.lightning_progress import lightning_progress_bar
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.runtime.precision import resolve_precision, runs_on_cpu
 from ragdistill.runtime.predict import run_predict
 
@@ -106,7 +106,7 @@ class _Batches(Dataset[dict[str, Any]]):
 
 
 def encode_texts(
-    retriever: BiEncoder, texts: list[str], kind: str, settings: EncodeSettings = DEFAULT_ENCODING
+    retriever: BiEncoderModule, texts: list[str], kind: str, settings: EncodeSettings = DEFAULT_ENCODING
 ) -> np.ndarray:
     """Return ``[N, D]`` float32 vectors for ``texts`` in their original order.
 
@@ -137,7 +137,7 @@ def encode_texts(
     return vectors
 
 
-def plan_batches(retriever: BiEncoder, texts: list[str], kind: str, settings: EncodeSettings) -> list[list[int]]:
+def plan_batches(retriever: BiEncoderModule, texts: list[str], kind: str, settings: EncodeSettings) -> list[list[int]]:
     """Rows of ``texts`` per forward pass, longest texts first.
 
     Without ``settings.max_tokens`` texts are sorted by characters (no tokenizer pass) and cut into
@@ -160,7 +160,7 @@ def plan_batches(retriever: BiEncoder, texts: list[str], kind: str, settings: En
     return batches
 
 
-def token_lengths(retriever: BiEncoder, texts: list[str], kind: str) -> list[int]:
+def token_lengths(retriever: BiEncoderModule, texts: list[str], kind: str) -> list[int]:
     """Tokens each text takes in ``retriever``'s ``kind`` tower: prefix included, truncated as the tower does."""
     prefix, limit = retriever.hparams[f"{kind}_prefix"], retriever.hparams[f"{kind}_max_length"]
     ids = retriever.tokenizer([prefix + t for t in texts], truncation=True, max_length=limit)["input_ids"]
@@ -190,7 +190,9 @@ _COPIES_MADE_FOR = "_encoding_copies_made_for"
 
 
 @contextmanager
-def _encoding_copy(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[tuple[BiEncoder, str | None]]:
+def _encoding_copy(
+    retriever: BiEncoderModule, settings: EncodeSettings
+) -> Iterator[tuple[BiEncoderModule, str | None]]:
     """``retriever`` with encoding copies of its towers swapped in for the block, and the Lightning precision.
 
     Copies are made for ``quantize='int8'`` (int8 towers) and for ``bf16-true``/``16-true`` (towers converted
@@ -237,7 +239,7 @@ def _encoding_copy(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[t
 
 
 @contextmanager
-def encoding_copies(retriever: BiEncoder, settings: EncodeSettings) -> Iterator[None]:
+def encoding_copies(retriever: BiEncoderModule, settings: EncodeSettings) -> Iterator[None]:
     """Make the encoding copies of the towers once for every :func:`encode_texts` call inside the block.
 
     Each call otherwise copies (and with ``quantize='int8'`` quantises) the towers itself: 0.7 to 3.5 s for

@@ -12,14 +12,14 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 from transformers import PreTrainedModel
 
-from ragdistill.retriever.bi_encoder import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoder
+from ragdistill.retriever.bi_encoder_module import ARCHITECTURE_KEYS, SETTINGS_FILE, BiEncoderModule
 from ragdistill.runtime.distributed import is_global_zero
 from ragdistill.utils.manifest import write_manifest
 
 logger = logging.getLogger(__name__)
 
 
-def _save_tower(encoder: PreTrainedModel, retriever: BiEncoder, max_length: int, out: Path) -> None:
+def _save_tower(encoder: PreTrainedModel, retriever: BiEncoderModule, max_length: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as staging:
         encoder.save_pretrained(staging)
         retriever.tokenizer.save_pretrained(staging)
@@ -32,12 +32,12 @@ def _save_tower(encoder: PreTrainedModel, retriever: BiEncoder, max_length: int,
         SentenceTransformer(modules=modules, device="cpu").save(str(out))
 
 
-def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> Path:
+def export_sentence_transformers(retriever: BiEncoderModule, out_dir: str | Path) -> Path:
     """Write the retriever to ``out_dir`` (replaced atomically) and return the path.
 
     A shared-tower retriever becomes one sentence-transformers folder; a two-tower one gets ``query/`` and
     ``passage/`` folders. ``ragdistill.json`` keeps what the format cannot (towers, prefixes, query length),
-    and :class:`BiEncoder` reads it back, so ``retriever.path=<out_dir>`` encodes exactly as this one did.
+    and :class:`BiEncoderModule` reads it back, so ``retriever.path=<out_dir>`` encodes exactly as this one did.
     The folder is written beside ``out_dir`` first and swapped in only once complete. Only global rank 0
     writes: the ranks of a DDP run hold the same weights and share the run dir.
     """
@@ -54,7 +54,7 @@ def export_sentence_transformers(retriever: BiEncoder, out_dir: str | Path) -> P
         _save_tower(retriever.passage_encoder, retriever, hp["passage_max_length"], staging / "passage")
     settings = {key: hp[key] for key in (*ARCHITECTURE_KEYS, "query_max_length", "passage_max_length")}
     (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-    write_manifest(staging)  # BiEncoder checks it when loading the folder: a damaged export is refused
+    write_manifest(staging)  # BiEncoderModule checks it when loading the folder: a damaged export is refused
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     logger.info("Exported retriever to <%s> (sentence-transformers folder)", out)

@@ -7,14 +7,14 @@ import logging
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question
 from ragdistill.index.faiss_index import FaissIndex
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import DEFAULT_ENCODING, EncodeSettings, encode_texts
 
 logger = logging.getLogger(__name__)
 
 
 def build_index(
-    retriever: BiEncoder,
+    retriever: BiEncoderModule,
     corpus: list[Passage],
     index: FaissIndex,
     settings: EncodeSettings = DEFAULT_ENCODING,
@@ -28,7 +28,7 @@ def build_index(
 
 
 def search(
-    retriever: BiEncoder,
+    retriever: BiEncoderModule,
     index: FaissIndex,
     questions: list[Question],
     k: int,

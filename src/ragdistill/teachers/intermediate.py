@@ -3,7 +3,7 @@
 Stage 0 is the source teacher (an LLM's ranking of the K candidates: listwise generation, an API, or a
 pointwise LM score; only its order is used), asked about the first ``llm_questions`` training questions
 only — the paper's point is that ~1,000 LLM-ranked instances suffice. Stage 1 trains
-:class:`~ragdistill.ranker.cross_encoder.CrossEncoderRanker` on those orders with ListMLE. Stage 2 scores
+:class:`~ragdistill.ranker.cross_encoder_module.CrossEncoderRanker` on those orders with ListMLE. Stage 2 scores
 the K candidates of EVERY training question with the ranker; the retriever then learns that distribution
 with KL (``loss=kl``).
 
@@ -30,13 +30,13 @@ from scipy.stats import kendalltau
 from torch.utils.data import DataLoader
 
 from ragdistill.callbacks.lightning_progress import lightning_progress_bar
-from ragdistill.data.datamodule import DistillationDataModule, SignalDataset, collate_groups
+from ragdistill.data.distillation_datamodule import DistillationDataModule, SignalDataset, collate_groups
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
 from ragdistill.losses.checks import check_top_k
 from ragdistill.losses.listmle import ListMLELoss
-from ragdistill.ranker.cross_encoder import CrossEncoderRanker
+from ragdistill.ranker.cross_encoder_module import CrossEncoderRanker
 from ragdistill.runtime.precision import resolve_precision
 from ragdistill.runtime.predict import run_predict
 from ragdistill.teachers.base import Derivation, DerivedTeacher, Teacher

@@ -12,7 +12,7 @@ from ragdistill.data.schemas import Question
 from ragdistill.data.signal import TeacherSignal
 from ragdistill.models.lm import LanguageModel
 from ragdistill.models.lm_inputs import LMExample, PromptBuilder, PromptTemplate, TokenLimits
-from ragdistill.models.lm_runner import LMRunSettings, RunResult, StepFn, run_lm
+from ragdistill.models.lm_predict_module import LMRunSettings, RunResult, StepFn, run_lm
 from ragdistill.teachers.base import Teacher
 from ragdistill.utils.constraints import PositiveInt, Precision
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.data.datamodule import DistillationDataModule, EpochSampler, select_group
+from ragdistill.data.distillation_datamodule import DistillationDataModule, EpochSampler, select_group
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ragdistill.data.datamodule import collate_groups
+from ragdistill.data.distillation_datamodule import collate_groups
 from ragdistill.losses import InfoNCELoss
-from ragdistill.retriever.bi_encoder import BiEncoder
+from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts
 from ragdistill.retriever.export import export_sentence_transformers
 from ragdistill.retriever.schedule import linear_warmup_decay
@@ -36,7 +36,7 @@ def _batch():
 
 
 def _module(path, **kwargs):
-    return BiEncoder(
+    return BiEncoderModule(
         path=str(path),
         loss=InfoNCELoss(),
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
@@ -62,7 +62,7 @@ def test_separate_towers_export_and_reload_exactly(tiny_encoder_dir, tmp_path):
     export_sentence_transformers(module, tmp_path / "retriever")
     assert (tmp_path / "retriever" / "query" / "modules.json").exists()
     assert not (tmp_path / "retriever.tmp").exists()
-    reloaded = BiEncoder(path=str(tmp_path / "retriever"))  # the folder's settings win over the defaults
+    reloaded = BiEncoderModule(path=str(tmp_path / "retriever"))  # the folder's settings win over the defaults
     texts = ["a question", "another longer question here"]
     for kind in ("query", "passage"):
         ours = encode_texts(module, texts, kind, settings=FP32)
@@ -84,7 +84,7 @@ def test_a_damaged_export_is_refused_naming_the_file(tiny_encoder_dir, tmp_path,
     data[-7] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(CorruptArtifactError, match=rf"{tower}/model\.safetensors fails its checksum.*export it again"):
-        BiEncoder(path=str(tmp_path / "retriever"))
+        BiEncoderModule(path=str(tmp_path / "retriever"))
 
 
 def test_encode_keeps_input_order_and_handles_empty(tiny_encoder_dir):
@@ -102,7 +102,7 @@ def test_encode_keeps_input_order_and_handles_empty(tiny_encoder_dir):
 
 def test_bad_settings_fail_at_construction(tiny_encoder_dir):
     with pytest.raises(ValueError, match="pooling"):
-        BiEncoder(path=str(tiny_encoder_dir), pooling="max")
+        BiEncoderModule(path=str(tiny_encoder_dir), pooling="max")
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(temperature=0)
 

@@ -41,7 +41,7 @@ def saved_settings(path: str) -> dict[str, Any]:
     return {key: settings[key] for key in ARCHITECTURE_KEYS if key in settings}
 
 
-class BiEncoder(pl.LightningModule):
+class BiEncoderModule(pl.LightningModule):
     """Encode queries and passages into one vector each; score = dot product (the losses apply temperatures).
 
     Args:
@@ -137,7 +137,7 @@ class BiEncoder(pl.LightningModule):
     # -- training ------------------------------------------------------------------------------------
     def _step(self, batch: dict[str, Any], split: str) -> Tensor:
         if self.loss is None:
-            raise RuntimeError("BiEncoder has no loss: build it with loss=... to train")
+            raise RuntimeError("BiEncoderModule has no loss: build it with loss=... to train")
         queries = self.encode_queries(batch["queries"])  # [B, D]
         passages = self.encode_passages(batch["passages"])  # [B·G, D]
         batch_size, group = batch["teacher_scores"].shape
@@ -189,7 +189,7 @@ class BiEncoder(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Optimizer from the config factory, with a per-step scheduler when one is configured."""
         if self.optimizer_factory is None:
-            raise RuntimeError("BiEncoder has no optimizer: build it with optimizer=... to train")
+            raise RuntimeError("BiEncoderModule has no optimizer: build it with optimizer=... to train")
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
