@@ -117,3 +117,40 @@ def test_warmup_then_linear_decay():
         schedule.step()
     assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.125) and all(a >= b for a, b in itertools.pairwise(rates[1:]))
+
+
+def _gradients(module, seed=0):
+    """One training step's gradients from a fixed RNG state (dropout on)."""
+    module.log = lambda *args, **kwargs: None
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    module.training_step(_batch(), 0).backward()
+    return {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_gives_the_plain_steps_gradients(tiny_encoder_dir):
+    """Recomputed activations replay the same dropout masks: checkpointing trades time for memory, nothing else."""
+    plain = _gradients(_module(tiny_encoder_dir))
+    checkpointed = _gradients(_module(tiny_encoder_dir, gradient_checkpointing=True))
+    assert plain.keys() == checkpointed.keys() and plain
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+    other_seed = _gradients(_module(tiny_encoder_dir), seed=1)  # the comparison can tell dropout masks apart
+    assert any(not torch.allclose(other_seed[n], plain[n]) for n in plain)
+
+
+def test_training_uses_eager_attention_and_gives_the_model_back_its_own(tiny_encoder_dir):
+    """Eager attention while training with dropout (SDPA's CPU fallback is slower and larger), SDPA elsewhere."""
+    module = _module(tiny_encoder_dir)
+    config = module.passage_encoder.config
+    assert config._attn_implementation == "sdpa" and config.attention_probs_dropout_prob > 0
+    module.eval()
+    with torch.no_grad():  # the same function either way: without dropout the two paths agree
+        texts = ["a question about attention", "a longer passage that pads the other one out a bit"]
+        sdpa = module.encode_passages(texts)
+        module.use_training_attention(True)
+        assert config._attn_implementation == "eager"
+        eager = module.encode_passages(texts)
+    torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
+    module.use_training_attention(False)
+    assert config._attn_implementation == "sdpa"

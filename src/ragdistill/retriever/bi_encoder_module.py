@@ -62,6 +62,8 @@ class BiEncoderModule(pl.LightningModule):
         cache_dir: Where packaged multi-part models are assembled.
         trust_remote_code: Let ``from_pretrained`` run Python code shipped with a hub model (needed by a few
             custom architectures); off by default because that code runs with the user's rights.
+        gradient_checkpointing: Recompute each layer's activations in the backward pass instead of keeping
+            them: the same gradients for much less memory and a slower step (docs/performance.md has both).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class BiEncoderModule(pl.LightningModule):
         loss: nn.Module | None = None,
         cache_dir: str = ".cache/ragdistill",
         trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         # logger=False: the run logs its whole config flat (loggers/dashboards.py), where these are retriever.*
@@ -106,7 +109,12 @@ class BiEncoderModule(pl.LightningModule):
             self.passage_encoder if shared_towers else AutoModel.from_pretrained(query_path, trust_remote_code=remote)
         )
         logger.info("Loaded retriever backbone <%s> (%s towers)", resolved, "shared" if shared_towers else "separate")
+        if gradient_checkpointing:
+            for tower in {id(t): t for t in (self.passage_encoder, self.query_encoder)}.values():
+                # non-reentrant (the default): restores the RNG, so dropout masks and gradients match a plain step
+                tower.activation_checkpointing_enable()
         self.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on (Lightning keeps modes)
+        self._eager_for_training: set[int] = set()  # towers switched to eager attention for training
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.loss = loss
@@ -133,6 +141,46 @@ class BiEncoderModule(pl.LightningModule):
     def embedding_dim(self) -> int:
         """Width of the vectors this retriever returns."""
         return int(self.passage_encoder.config.hidden_size)
+
+    def use_training_attention(self, training: bool) -> None:
+        """Eager attention while training with attention dropout; the model's own (SDPA) for everything else.
+
+        On CPU, PyTorch's fused attention has no kernel for dropout, so a training pass falls back to a path that
+        keeps more temporaries than eager attention: one MiniLM step (32 questions x 2 passages of up to 256
+        tokens, bf16 autocast) took 1.2x the time and 1.15x the memory of eager attention
+        (``benchmarks/train_memory.py``, docs/performance.md). Same function, same dropout. Switched for the
+        whole training phase (the Lightning hooks below), never per call, so a checkpointed layer recomputes
+        with the attention it ran with.
+        """
+        for tower in {id(t): t for t in (self.passage_encoder, self.query_encoder)}.values():
+            config = tower.config
+            if float(getattr(config, "attention_probs_dropout_prob", 0.0) or 0.0) == 0.0:
+                continue
+            if training and config._attn_implementation == "sdpa":
+                config._attn_implementation = "eager"
+                self._eager_for_training.add(id(tower))
+            elif not training and id(tower) in self._eager_for_training:
+                config._attn_implementation = "sdpa"
+                self._eager_for_training.discard(id(tower))
+
+    def on_train_start(self) -> None:
+        """Training attention on (:meth:`use_training_attention`)."""
+        self.use_training_attention(True)
+
+    def on_validation_model_eval(self) -> None:
+        """Validation runs without gradients: back to the model's own attention."""
+        super().on_validation_model_eval()
+        self.use_training_attention(False)
+
+    def on_validation_model_train(self) -> None:
+        """Back to training after validation."""
+        super().on_validation_model_train()
+        if self.trainer.training:
+            self.use_training_attention(True)
+
+    def on_train_end(self) -> None:
+        """The trained model encodes with its own attention again."""
+        self.use_training_attention(False)
 
     # -- training ------------------------------------------------------------------------------------
     def _step(self, batch: dict[str, Any], split: str) -> Tensor:

@@ -31,14 +31,15 @@ RUNTIME_KEYS = frozenset(
         "cache",
         "cache_dir",
         "shard_size",
+        "gradient_checkpointing",
     }
 )
-"""Config keys dropped (at any depth) before hashing, because they change how fast the signal is made, not
-what it is: batching and devices only regroup the same per-question computation (an LM padded in a bigger
-batch differs at most by float rounding, far below what any loss can tell apart); workers and progress
-bars are plumbing; ``cache_dir`` is where the cache lives, not what is in it; ``cache`` switches this cache
-itself; ``shard_size`` only regroups questions into files (changing it re-partitions the questions, so
-existing shards miss once, but the key stays the same)."""
+"""Config keys dropped (at any depth) before hashing, because they change how fast the signal is made, not what it is:
+batching and devices only regroup the same per-question computation (an LM padded in a bigger batch differs at most
+by float rounding, far below what any loss can tell apart); workers and progress bars are plumbing; ``cache_dir`` is
+where the cache lives, not what is in it; ``cache`` switches this cache itself; ``gradient_checkpointing``
+recomputes the same activations; ``shard_size`` only regroups questions into files (changing it re-partitions the
+questions, so existing shards miss once, but the key stays the same)."""
 
 KEY_HEX_CHARS = 20
 """Length of a cache key: 80 bits, so collisions between configs are out of reach while names stay short."""
