@@ -13,7 +13,7 @@ as the default recipe batches them), bf16 autocast, an in-batch contrastive loss
     python benchmarks/train_memory.py --steps 5
 
 Writes ``benchmarks/results/train_memory.md``: median seconds per step after one warm-up step, peak RSS,
-and both as ratios to ``sdpa`` measured in the same run.
+and both as ratios to ``sdpa`` measured in the same run (variants alternated over ``--rounds``).
 """
 
 from __future__ import annotations
@@ -70,27 +70,38 @@ def child(variant: str, steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds over the variants")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.steps)))
         return
-    rows = {}
-    for variant in VARIANTS:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", variant, "--steps", str(args.steps)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows[variant] = json.loads(out.strip().splitlines()[-1])
-        print(variant, rows[variant], flush=True)
+    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    for _ in range(args.rounds):  # alternated, so a slow spell of the machine hits every variant alike
+        for variant in VARIANTS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", variant, "--steps", str(args.steps)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+            print(variant, runs[variant][-1], flush=True)
+    rows = {
+        variant: {
+            "s_per_step": statistics.median(r["s_per_step"] for r in results),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        }
+        for variant, results in runs.items()
+    }
     base = rows["sdpa"]
     lines = [
         "# One retriever training step: time and memory per attention path",
         "",
-        f"Command: `python benchmarks/train_memory.py --steps {args.steps}` (each variant in its own process; "
-        "MiniLM, 32 questions × 2 passages of up to 256 tokens, bf16 autocast, forward + backward).",
+        f"Command: `python benchmarks/train_memory.py --steps {args.steps} --rounds {args.rounds}` (each variant "
+        "in its own process, the variants alternated; MiniLM, 32 questions × 2 passages of up to 256 tokens, bf16 "
+        "autocast, forward + backward). s / step: the median over rounds of each process's median step; peak "
+        "RSS: the largest over rounds.",
         "",
         "| variant | s / step | × sdpa | peak RSS (MB) | × sdpa |",
         "|---|---|---|---|---|",

@@ -131,6 +131,8 @@ def no_work(monkeypatch):
         ("+ckpt_path2=x", r"reads no top-level key 'ckpt_path2'"),
         ("teacher_shard_passages=0", r"teacher_shard_passages=0 .*expected int >= 1"),
         ("data=jsonl", r"mandatory values missing: data\.corpus_path, data\.eval_path"),
+        ("retriever=hf", r"mandatory values missing: retriever\.path"),  # once silently the packaged MiniLM
+        ("lm=hf", r"mandatory values missing: lm\.path"),
     ],
 )
 def test_train_refuses_before_loading_data(compose_cfg, no_work, override, message):

@@ -212,7 +212,9 @@ def test_every_trust_remote_code_setting_in_conf_defaults_to_false():
         for file in sorted(CONF.rglob("*.yaml"))
         for path, value in walk_key(yaml.safe_load(file.read_text()), "trust_remote_code")
     }
-    assert {"lm/smollm2.yaml:trust_remote_code", "retriever/minilm.yaml:trust_remote_code"} <= set(settings)
+    assert {"lm/base/language_model.yaml:trust_remote_code", "retriever/base/bi_encoder.yaml:trust_remote_code"} <= set(
+        settings
+    )
     assert {where: value for where, value in settings.items() if value is not False} == {}
 
 
