@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 import socket
@@ -72,6 +73,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client gave up (timeout test)
             pass
+
+    def do_GET(self):
+        fake = self.server.fake
+        if not getattr(fake, "serves_get", False):  # BaseHTTPRequestHandler's own answer: 501
+            self.send_error(501)
+            return
+        status, payload, _ = fake.answer(self.path, dict(self.headers), {"messages": [{"content": ""}]})
+        if status == 200:
+            payload = {"object": "list", "data": [{"id": "tiny-chat", "object": "model"}]}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def answering_get(fake):
+        """Let ``GET /v1/models`` reach ``fake.answer`` (scripted like POSTs) within the block."""
+        fake.serves_get = True
+        try:
+            yield
+        finally:
+            fake.serves_get = False
 
     def log_message(self, *args):
         pass
@@ -175,12 +201,49 @@ def test_timeouts_raise_a_clear_error_after_retries(server, make_client):
     assert client.stats.http_requests == 2
 
 
-def test_connection_refused_is_retried_then_reported(make_client):
+def test_a_server_that_is_not_there_fails_at_once_without_retries(make_client):
+    """The probe before the first uncached request: one line, no 34 s of retries over every request."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1)
-    with pytest.raises(ChatAPIError, match="after 2 attempts; last: connection error"):
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=3, backoff_s=1.0)
+    start = time.perf_counter()
+    with pytest.raises(
+        ChatAPIError, match=rf"^cannot reach http://127.0.0.1:{port}/v1 \(ConnectError.*is the server running"
+    ):
+        client.complete_many([conversation("hi"), conversation("there")])
+    assert time.perf_counter() - start < 1.0 and client.stats.http_requests == 0
+
+
+def test_a_refused_key_fails_at_the_probe_naming_the_variable(server, make_client):
+    server.script.append(error(401, "invalid api key"))
+    client = make_client()
+    with (
+        _Handler.answering_get(server),
+        pytest.raises(
+            ChatAPIError, match=rf"refused the request \(HTTP 401: invalid api key\); check the key in \${KEY_ENV}"
+        ),
+    ):
+        client.complete(conversation("hi"))
+    assert client.stats.http_requests == 0
+
+
+def test_the_probe_runs_once_and_never_with_a_full_cache(server, make_client):
+    client = make_client()
+    with _Handler.answering_get(server):
+        client.complete_many([conversation("a"), conversation("b")])
+        client.complete(conversation("c"))
+    assert [r["path"] for r in server.requests].count("/v1/models") == 1
+    rerun = make_client()  # same cache dir: every answer cached, nothing sent, no probe either
+    with _Handler.answering_get(server):
+        rerun.complete_many([conversation("a"), conversation("b")])
+    assert [r["path"] for r in server.requests].count("/v1/models") == 1
+
+
+def test_connection_lost_after_the_probe_is_retried_then_reported(server, make_client):
+    client = make_client(max_retries=1)
+    server.script += [error(503, "overloaded"), error(503, "still overloaded")]
+    with pytest.raises(ChatAPIError, match="after 2 attempts; last: HTTP 503"):
         client.complete(conversation("hi"))
 
 

@@ -57,6 +57,10 @@ Messages = Sequence[Mapping[str, Any]]
 """One conversation: ``[{"role": "system", "content": ...}, {"role": "user", "content": ...}]``."""
 
 
+PROBE_TIMEOUT_S = 10.0
+"""Longest wait for the probe's answer: a server that needs longer to list its models is unwell."""
+
+
 class ChatAPIError(RuntimeError):
     """A request failed for good: a non-retryable status, retries used up, or an answer without text.
 
@@ -143,6 +147,7 @@ class ChatClient:
         self._lock = threading.Lock()
         limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s), limits=limits)
+        self._probed = False
 
     def __repr__(self) -> str:
         return (
@@ -220,8 +225,38 @@ class ChatClient:
                 "Chat <%s>: %d requests, %d from cache, %d to send", self.model, len(keys), len(answers), len(todo)
             )
         if todo:
+            self.probe()
             answers |= self._fetch_all(todo, params, description, show)
         return [answers[key] for key in keys]
+
+    def probe(self) -> None:
+        """One cheap request (``GET {base_url}/models``) before the first request that is not cached.
+
+        A server that is down, a wrong ``base_url`` or a refused key then fails in one line at once, instead of
+        after every retry of every request in flight (34 s with the defaults). A server without ``/models``
+        (404, 405, 501) passes: the chat requests themselves will tell. Once a run, and never with a full cache.
+
+        Raises:
+            ChatAPIError: The server cannot be reached, or it refuses the key (401, 403).
+        """
+        if self._probed:
+            return
+        url = f"{self.base_url}/models"
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            response = self._http.get(url, headers=headers, timeout=min(self.timeout_s, PROBE_TIMEOUT_S))
+        except httpx.TransportError as exc:  # timeouts included
+            problem = self._redact(f"{type(exc).__name__}: {exc}")
+            raise ChatAPIError(
+                f"cannot reach {self.base_url} ({problem}): is the server running, and is base_url right?"
+            ) from None
+        if response.status_code in (401, 403):
+            raise ChatAPIError(
+                f"{self.base_url} refused the request (HTTP {response.status_code}: {self._server_message(response)}); "
+                f"check the key in ${self.api_key_env}",
+                response.status_code,
+            )
+        self._probed = True
 
     def _fetch_all(
         self, todo: dict[str, Messages], params: Mapping[str, Any], description: str, show: bool
