@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import logging
+import multiprocessing
+import time
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +415,54 @@ def test_bad_shard_passages_raise(tmp_path: Path):
 def test_the_run_config_shards_by_the_default_passages(compose_cfg):
     """``teacher_shard_passages`` defaults to 240: ~1 minute of LM scoring at ~4 passages/s on 2 CPU cores."""
     assert compose_cfg("config").teacher_shard_passages == DEFAULT_SHARD_PASSAGES == 240
+
+
+class SlowTeacher(CountingTeacher):
+    """A CountingTeacher that takes its time and notes each scored question in a shared file."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__()
+        self.log = log
+
+    def score(self, questions, candidates, data):
+        with self.log.open("a") as out:
+            out.write("".join(f"{q.id}\n" for q in questions))
+        time.sleep(0.3)
+        return super().score(questions, candidates, data)
+
+
+def _score_in_a_child(root: Path, log: Path, result: Path) -> None:
+    signals, stats = _run(SlowTeacher(log), _cache(root))
+    result.write_text(
+        json.dumps(
+            {
+                "qids": [s.qid for s in signals],
+                "scored": stats.shards_scored,
+                "reused": stats.shards_reused,
+                "scores": [s.scores.tolist()[:-1] for s in signals],
+            }
+        )
+    )
+
+
+def test_two_jobs_of_a_parallel_sweep_score_each_shard_once(tmp_path: Path):
+    """Two processes needing the same shards at once (a joblib multirun): one scores each shard, the other waits
+    for it and reuses it; both end with every signal, and no shard is scored twice or left corrupt."""
+    context = multiprocessing.get_context("fork")
+    log = tmp_path / "scored.txt"
+    jobs = [
+        context.Process(target=_score_in_a_child, args=(tmp_path / "cache", log, tmp_path / f"job{i}.json"))
+        for i in range(2)
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=60)
+        assert job.exitcode == 0
+    scored = log.read_text().split()
+    assert sorted(scored) == sorted(QIDS)  # every question scored exactly once across both jobs
+    results = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(2)]
+    assert all(r["qids"] == QIDS for r in results)
+    assert results[0]["scores"] == results[1]["scores"]
+    assert sorted(r["scored"] + r["reused"] for r in results) == [len(SHARDS), len(SHARDS)]
+    assert sum(r["scored"] for r in results) == len(SHARDS)

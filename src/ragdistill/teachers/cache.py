@@ -20,18 +20,20 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
-from ragdistill.runtime.distributed import is_global_zero
+from ragdistill.runtime.distributed import is_global_zero, world
 from ragdistill.teachers.base import Teacher
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.cache_key import (
@@ -164,6 +166,30 @@ class SignalCache:
             raise ValueError(f"shard key {shard_key!r} is not a plain file name")
         return self.dir / f"shard-{shard_key}.json"
 
+    @contextmanager
+    def claim(self, shard_key: str) -> Iterator[list[TeacherSignal] | None]:
+        """Hold the shard's lock while it is scored; yield its signals if another process stored them meanwhile.
+
+        Two jobs of a parallel multirun that need the same shard (a sweep over losses shares one teacher) must
+        not both score it: the first takes ``shard-<key>.lock`` and scores, the second waits on the lock, then
+        finds the shard stored and reuses it. ``filelock`` releases a lock whose holder died, so a killed job
+        leaves nothing to clean up. Not taken inside a started distributed group, whose ranks score together.
+        """
+        if world()[1] > 1:
+            yield None
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.dir / f"shard-{shard_key}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.info("Shard %s is being scored by another run; waiting for it", shard_key[:8])
+            lock.acquire()
+        try:
+            yield self.load(shard_key)
+        finally:
+            lock.release()
+
     def load(self, shard_key: str) -> list[TeacherSignal] | None:
         """Return the stored signals of a shard, or None when it is missing or corrupt.
 
@@ -289,6 +315,32 @@ def _decode_shard(raw: bytes, key: str, shard_key: str) -> list[TeacherSignal]:
     return signals
 
 
+def _checked(scored: list[TeacherSignal], shard: Sequence[Question], name: str) -> list[TeacherSignal]:
+    """``scored``, refused if the teacher answered questions it was not asked about."""
+    stray = {s.qid for s in scored} - {q.id for q in shard}
+    if stray:
+        raise ValueError(f"teacher <{name}> returned signals for questions {sorted(stray)} it was not asked about")
+    return scored
+
+
+def _stored(cache: SignalCache, key: str, scored: list[TeacherSignal], shard: Sequence[Question]) -> bool:
+    """Store a scored shard (rank zero only); False when the cache cannot be written, which is said once."""
+    if not is_global_zero():  # every rank of a started group holds the same signals; one writes
+        return True
+    try:
+        cache.save(key, scored, question_ids=[q.id for q in shard])
+    except OSError as exc:
+        # The signals are in memory; losing the cache entry costs time on a later run, not this run.
+        logger.warning(
+            "Could not write teacher cache shard %s (%s); keeping this run's signals in memory only, "
+            "so a rerun will score them again",
+            cache.path(key),
+            exc,
+        )
+        return False  # a full or read-only disk stays so: the caller stops trying
+    return True
+
+
 def passages_judged(teacher: Teacher, question: Question, candidates: Mapping[str, RankedList]) -> int:
     """How many passages ``teacher`` judges for ``question``: its candidates, at most its ``num_candidates``."""
     ranked = candidates.get(question.id)
@@ -387,28 +439,17 @@ def score_with_cache(
         logger.info("Scoring %d shards (%d questions) with <%s>", len(missing), n_missing, name)
     writable = True
     for i in missing:
-        shard = shards[i]
-        start = time.perf_counter()
-        scored = teacher.score(shard, candidates, data)
-        stats.seconds_scoring += time.perf_counter() - start
-        qids = [q.id for q in shard]
-        stray = {s.qid for s in scored} - set(qids)
-        if stray:
-            raise ValueError(f"teacher <{name}> returned signals for questions {sorted(stray)} it was not asked about")
-        try:
-            if writable and is_global_zero():  # every rank of a started group holds the same signals; one writes
-                cache.save(keys[i], scored, question_ids=qids)
-        except OSError as exc:
-            # The signals are in memory; losing the cache entry costs time on a later run, not this run.
-            writable = False  # a full or read-only disk stays so: say it once, not once per shard
-            logger.warning(
-                "Could not write teacher cache shard %s (%s); keeping this run's signals in memory only, "
-                "so a rerun will score them again",
-                cache.path(keys[i]),
-                exc,
-            )
-        done[i] = scored
-        stats.shards_scored += 1
+        with cache.claim(keys[i]) as stored:
+            if stored is not None:  # another run of a parallel sweep scored it while this one waited
+                done[i] = stored
+                stats.shards_reused += 1
+                continue
+            start = time.perf_counter()
+            scored = _checked(teacher.score(shards[i], candidates, data), shards[i], name)
+            stats.seconds_scoring += time.perf_counter() - start
+            stats.shards_scored += 1
+            writable = writable and _stored(cache, keys[i], scored, shards[i])
+            done[i] = scored
     signals = [s for shard_signals in done for s in shard_signals or ()]
     if missing:
         logger.info(
