@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ragdistill.report.build import build_report
-from ragdistill.report.table import format_metric, format_value
+from ragdistill.report.build import build_report, choose_group_by, legend_labels
+from ragdistill.report.runs import find_runs
+from ragdistill.report.table import build_table, format_metric, format_value
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LABELS = ["05-00-00_gold_a", "06-00-00_gold_b", "07-00-00_replug"]
@@ -218,3 +219,25 @@ def test_cell_formatting() -> None:
     assert format_value(2e-5) == "2e-05" and format_value(0.05) == "0.05"
     assert (format_value(True), format_value(None), format_value([1, 5, 20])) == ("true", "null", "[1, 5, 20]")
     assert format_value({"a": [1, None]}) == "{a: [1, null]}"
+
+
+def test_a_sweep_is_labelled_and_grouped_by_what_it_swept(tmp_path, make_run):
+    """Job folders 0 and 1 of one multirun: the figure's legend and the bar groups name the swept lr."""
+    sweep = tmp_path / "multirun" / "2026-12-07" / "10-00-00_sweep"
+    for job, lr in enumerate((2e-5, 5e-5)):
+        make_run(sweep / str(job), name="sweep", lr=lr)
+
+    files = build_report([sweep], out_dir=tmp_path / "report")
+
+    text = files.markdown.read_text()
+    assert "by retriever.optimizer.lr" in text  # not one bar for the one teacher both jobs used
+    runs, _ = find_runs([sweep])
+    table = build_table(runs, ["test/gold/recall@5"], labels=["0", "1"])
+    assert legend_labels(table) == ["optimizer.lr=2e-05", "optimizer.lr=5e-05"]
+    assert choose_group_by(runs, table.config_keys) == "retriever.optimizer.lr"
+
+
+def test_runs_that_differ_in_teacher_are_grouped_by_teacher(three_runs):
+    runs, _ = find_runs([three_runs])
+    table = build_table(runs, ["test/gold/recall@5"])
+    assert choose_group_by(runs, table.config_keys) == "teacher._target_"

@@ -42,3 +42,18 @@ def test_plot_rejects_empty_input(tmp_path: Path) -> None:
         plot_recall_at_k({}, tmp_path / "x.png", title="t")
     with pytest.raises(ValueError, match="k >= 1"):
         plot_recall_at_k({"a": {0: 0.1}}, tmp_path / "x.png", title="t")
+
+
+def test_a_three_step_run_gets_whole_step_ticks_and_visible_points(monkeypatch, tmp_path: Path) -> None:
+    """A fixture run logs 3 steps: its diagnostics must read as 3 points on steps 0, 1, 2, not fractional ticks."""
+    from ragdistill.utils import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig) or Path(path))
+    series = {"loss": {"train/loss": {0: 0.9, 1: 0.7, 2: 0.6}, "val/loss": {2: 0.65}}}
+    plots.plot_training_diagnostics(series, tmp_path / "d.png", title="fixture")
+
+    (ax,) = figures[0].axes
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert [line.get_marker() for line in ax.get_lines()] == ["o", "o"]  # short series: every point marked

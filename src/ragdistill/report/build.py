@@ -18,13 +18,15 @@ from ragdistill.report.document import GroupRow, Report
 from ragdistill.report.html_report import to_html
 from ragdistill.report.markdown_report import to_markdown
 from ragdistill.report.runs import Run, Skipped, find_runs
-from ragdistill.report.table import ABSENT, build_table, format_value, path_labels, select_metrics
+from ragdistill.report.table import ABSENT, Table, build_table, format_value, path_labels, select_metrics
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.plots import curves_from_metrics, plot_recall_at_k
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GROUP_BY = "teacher._target_"
+DEFAULT_GROUP_BY = "auto"
+"""The teacher class where runs differ in it, else the first config key that differs (:func:`choose_group_by`)."""
+TEACHER_KEY = "teacher._target_"
 DEFAULT_BAR_METRIC = "test/gold/recall@5"
 REPORT_DIR = "report"
 RECALL_PNG = "recall_at_k.png"
@@ -89,7 +91,8 @@ def build_report(
     notes = [f"{label}: {note}" for label, run in zip(table.labels, runs, strict=True) for note in run.notes]
 
     out.mkdir(parents=True, exist_ok=True)
-    recall_png = _recall_figure(runs, table.labels, out / RECALL_PNG, notes)
+    recall_png = _recall_figure(runs, legend_labels(table), out / RECALL_PNG, notes)
+    group_by = choose_group_by(runs, table.config_keys) if group_by == DEFAULT_GROUP_BY else group_by
     groups = _group_values(runs, group_by, bar_metric)
     bar_png = None
     if groups:
@@ -123,6 +126,32 @@ def build_report(
     atomic_write_text(html, to_html(report))
     logger.info("Wrote the report of %d runs (%d skipped) to %s", len(runs), len(skipped), html)
     return ReportFiles(markdown, html, recall_png, bar_png, runs=len(runs), skipped=len(skipped))
+
+
+def legend_labels(table: Table) -> list[str]:
+    """Each run named by the config values that set it apart (``loss.temperature=0.05``), not by its job folder.
+
+    A sweep's job folders are ``0``, ``1``, ...; what a reader of a figure wants is the swept value. Up to
+    three differing keys, each by its last two dotted parts; the folder name where no key differs.
+    """
+    keys = table.config_keys[:3]
+    if not keys:
+        return list(table.labels)
+    short = [".".join(key.removesuffix("._target_").split(".")[-2:]) for key in keys]
+    labels = [", ".join(f"{name}={cell}" for name, cell in zip(short, row, strict=False)) for row in table.rows]
+    if len(set(labels)) < len(labels):  # runs that differ only in keys beyond the third: keep them apart
+        labels = [f"{label} ({path})" for label, path in zip(labels, table.labels, strict=True)]
+    return labels
+
+
+def choose_group_by(runs: Sequence[Run], differing: Sequence[str]) -> str:
+    """The teacher class when runs differ in it (or nothing differs), else the first differing config key.
+
+    Grouping a loss or temperature sweep by teacher gives one bar; grouping by what was swept compares it.
+    """
+    if TEACHER_KEY in differing or not differing:
+        return TEACHER_KEY
+    return differing[0]
 
 
 def _no_runs_message(paths: Sequence[str | os.PathLike[str]], skipped: Sequence[Skipped]) -> str:

@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
         "--group-by",
         default=DEFAULT_GROUP_BY,
         metavar="KEY",
-        help=f"config key that groups runs in the bar chart, e.g. name (default: {DEFAULT_GROUP_BY})",
+        help="config key that groups runs in the bar chart, e.g. name (default: auto, the teacher class where "
+        "runs differ in it, else the first config key that differs)",
     )
     p.add_argument(
         "--bar-metric",

@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def plot_training_diagnostics(panels: Mapping[str, Series], path: str | os.PathL
             ax.plot(steps, [points[s] for s in steps], marker="o" if len(steps) < 20 else None, label=key)
         ax.set_title(name)
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a 3-step run: ticks 0, 1, 2, not 0.25, 0.5, ...
         ax.grid(True, alpha=0.4)
         ax.legend(loc="best", fontsize="small")
     fig.suptitle(title)
