@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra.errors import InstantiationException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from ragdistill import pipeline
@@ -38,14 +40,19 @@ def _train(*overrides: str, cwd: Path, env: dict[str, str] | None = None) -> sub
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env or ENV, timeout=600)
 
 
-def _assert_one_line(done: subprocess.CompletedProcess[str], start: str, *named: str) -> str:
-    """Exit 1, exactly one non-blank stderr line starting with ``start`` and naming ``named``; no traceback."""
+def _assert_one_line(
+    done: subprocess.CompletedProcess[str], start: str | tuple[str, ...], *named: str, data_loads: bool = False
+) -> str:
+    """Exit 1, exactly one non-blank stderr line starting with ``start`` and naming ``named``; no traceback.
+
+    ``data_loads``: the error is found while reading the data (a corrupt file), so that stage may have begun.
+    """
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1, done.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(start), done.stderr[-3000:]
     assert all(name in lines[0] for name in named), lines[0]
     assert "Traceback" not in done.stderr + done.stdout
-    assert "Instantiating data" not in done.stdout  # nothing was loaded
+    assert data_loads or "Instantiating data" not in done.stdout  # nothing was loaded
     return lines[0]
 
 
@@ -209,3 +216,59 @@ def test_an_endpoint_that_does_not_answer_is_a_user_error():
             raise RuntimeError("future failed") from inner
     except RuntimeError as outer:
         assert user_error(outer) is error
+
+
+# --- any bad input, drawn at random: one line, exit 1, no traceback --------------------------------------------
+
+FIXTURE = Path(__file__).resolve().parents[1] / "src" / "ragdistill" / "data" / "fixture"
+WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+BAD_OVERRIDES = st.one_of(
+    st.builds("datamodule.batch_size={}".format, st.integers(max_value=0) | WORDS),
+    st.builds("loss.temperature={}".format, st.floats(max_value=0, allow_nan=False, allow_infinity=False)),
+    st.builds("index.kind={}".format, WORDS.filter(lambda w: w not in ("flat", "hnsw", "ivfpq"))),
+    st.builds("retriever.pooling={}".format, WORDS.filter(lambda w: w not in ("mean", "cls"))),
+    st.builds("teacher.num_candidates={}".format, st.integers(max_value=0)),
+    st.builds("evaluation.ks=[{}]".format, st.integers(max_value=0)),
+    st.builds("data.n_eval={}".format, st.integers(max_value=-1)),
+    st.builds("+{}.{}=1".format, WORDS, WORDS),
+)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(override=BAD_OVERRIDES)
+def test_any_bad_override_is_one_line_before_any_work(tmp_path, override):
+    done = _train(override, f"hydra.run.dir={tmp_path}/run", f"paths.cache_dir={tmp_path}/cache", cwd=tmp_path)
+    _assert_one_line(done, ("ConfigError: ", "Could not override", "Key '"))
+
+
+def _corrupt(lines: list[str], line: int, how: str) -> list[str]:
+    """``lines`` of a JSONL file with line ``line`` broken in a way no reader may accept silently."""
+    record = json.loads(lines[line])
+    broken = {
+        "truncate": lines[line][: len(lines[line]) // 2],
+        "not json": "<<<" + lines[line],
+        "no id": json.dumps({k: v for k, v in record.items() if k != "id"}),
+        "duplicate id": json.dumps({**json.loads(lines[(line + 1) % len(lines)]), "title": "copy"}),
+        "id not a string": json.dumps({**record, "id": [1, 2]}),
+    }[how]
+    return [*lines[:line], broken, *lines[line + 1 :]]
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_corrupted_data_file_is_one_line_naming_file_and_line(tmp_path, data):
+    lines = (FIXTURE / "corpus.jsonl").read_text().splitlines()
+    line = data.draw(st.integers(0, len(lines) - 1), label="line")
+    how = data.draw(st.sampled_from(["truncate", "not json", "no id", "duplicate id", "id not a string"]), label="how")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(_corrupt(lines, line, how)) + "\n")
+    done = _train(
+        "data=jsonl",
+        f"data.corpus_path={corpus}",
+        f"data.eval_path={FIXTURE / 'eval.jsonl'}",
+        f"data.train_path={FIXTURE / 'train.jsonl'}",
+        f"hydra.run.dir={tmp_path}/run",
+        f"paths.cache_dir={tmp_path}/cache",
+        cwd=tmp_path,
+    )
+    _assert_one_line(done, "DataValidationError: ", str(corpus), f"line {line + 1}", data_loads=True)
