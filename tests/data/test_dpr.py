@@ -28,6 +28,9 @@ def test_loads_passages_and_json_questions() -> None:
     first = data.eval[0]
     assert first.id == "eval-0" and first.answers == ("Maciot de Bethencourt",)
     assert first.gold_ids == ("2",) and "Maciot de Bethencourt" in data.passage("2").text
+    raw = json.loads((FIXTURE / "dev.json").read_text())[0]
+    hard = tuple(str(ctx["passage_id"]) for ctx in raw["hard_negative_ctxs"])
+    assert hard and first.negative_ids == hard  # the gold teacher trains on these (teacher=gold mines none)
 
 
 def test_qa_csv_evaluates_by_answer_strings() -> None:

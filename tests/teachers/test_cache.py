@@ -466,3 +466,15 @@ def test_two_jobs_of_a_parallel_sweep_score_each_shard_once(tmp_path: Path):
     assert results[0]["scores"] == results[1]["scores"]
     assert sorted(r["scored"] + r["reused"] for r in results) == [len(SHARDS), len(SHARDS)]
     assert sum(r["scored"] for r in results) == len(SHARDS)
+
+
+def test_labelled_negatives_are_part_of_the_shard_key(tmp_path: Path):
+    """The gold teacher trains on them: changing them must miss the cache, and data without them keeps its keys."""
+    data, cache = _data(), _cache(tmp_path)
+    plain = cache.shard_key(data.train[:3], _candidates(), data)
+    labelled = _data(question_edits={"q1": {"negative_ids": ("s1",)}})
+    other = _data(question_edits={"q1": {"negative_ids": ("s2",)}})
+    keys = {cache.shard_key(d.train[:3], _candidates(), d) for d in (labelled, other)}
+    assert len(keys) == 2 and plain not in keys
+    empty = _data(question_edits={"q1": {"negative_ids": ()}})
+    assert cache.shard_key(empty.train[:3], _candidates(), empty) == plain

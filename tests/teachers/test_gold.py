@@ -52,3 +52,15 @@ def test_signal_validates_its_contract():
         TeacherSignal("q", [], np.zeros(0))
     with pytest.raises(ValueError, match="duplicate"):
         TeacherSignal("q", ["a", "a"], np.zeros(2))
+
+
+def test_labelled_hard_negatives_replace_the_mined_ones():
+    """DPR's recipe: the question's labelled hard negatives (even one holding the answer string), mined ones never."""
+    data = _data()
+    labelled = Question("q1", "capital of France?", ("Paris",), ("g",), negative_ids=("a", "n2"))
+    data.train[0] = labelled
+    ranked = {q.id: RankedList(["n1", "g", "a", "n2"], np.zeros(4)) for q in data.train}
+    (signal,) = GoldTeacher(num_candidates=5).score(data.train, ranked, data)
+    assert signal.candidate_ids == ["g", "a", "n2"]  # n1 ranks first among the candidates, but is not labelled
+    (mined,) = GoldTeacher(num_candidates=5, labelled_negatives=False).score(data.train, ranked, data)
+    assert mined.candidate_ids == ["g", "n1", "n2"]  # the candidates without the answer, as before

@@ -94,7 +94,7 @@ def read_dpr_questions(path: PathArg, corpus_ids: Container[str], split: str) ->
 
 
 def _read_json(path: PathArg, corpus_ids: Container[str], split: str) -> list[Question]:
-    """Read DPR's JSON array; positive contexts' ``passage_id`` must be passages of the corpus."""
+    """Read DPR's JSON array; positive and hard-negative contexts' ``passage_id`` must be passages of the corpus."""
     file = Path(path)
     if not file.is_file():
         raise DataValidationError(path, "file not found" if not file.exists() else "not a regular file")
@@ -116,20 +116,33 @@ def _question(item: Any, where: str, qid: str, corpus_ids: Container[str], path:
     if not isinstance(text, str) or not text.strip():
         raise DataValidationError(path, f"{where}: field 'question' must be a non-empty string")
     answers = _strings(item.get("answers", []), f"{where}.answers", path)
-    gold: list[str] = []
-    contexts = item.get("positive_ctxs", [])
+    gold = _context_ids(item, "positive_ctxs", where, corpus_ids, path)
+    negatives = [pid for pid in _context_ids(item, "hard_negative_ctxs", where, corpus_ids, path) if pid not in gold]
+    return Question(
+        id=qid,
+        text=text,
+        answers=answers,
+        gold_ids=tuple(dict.fromkeys(gold)),
+        negative_ids=tuple(dict.fromkeys(negatives)),
+    )
+
+
+def _context_ids(item: dict[str, Any], field: str, where: str, corpus_ids: Container[str], path: PathArg) -> list[str]:
+    """The ``passage_id`` of each context in ``item[field]``; each must be a passage of the passages file."""
+    contexts = item.get(field, [])
     if not isinstance(contexts, list):
-        raise DataValidationError(path, f"{where}.positive_ctxs: expected an array, got {json_type_name(contexts)}")
+        raise DataValidationError(path, f"{where}.{field}: expected an array, got {json_type_name(contexts)}")
+    ids = []
     for j, ctx in enumerate(contexts):
         pid = ctx.get("passage_id") if isinstance(ctx, dict) else None
         if not isinstance(pid, str | int) or isinstance(pid, bool) or not str(pid).strip():
-            raise DataValidationError(path, f"{where}.positive_ctxs[{j}]: missing field 'passage_id'")
+            raise DataValidationError(path, f"{where}.{field}[{j}]: missing field 'passage_id'")
         if str(pid) not in corpus_ids:
             raise DataValidationError(
-                path, f"{where}.positive_ctxs[{j}]: passage_id {str(pid)!r} is not an id of the passages file"
+                path, f"{where}.{field}[{j}]: passage_id {str(pid)!r} is not an id of the passages file"
             )
-        gold.append(str(pid))
-    return Question(id=qid, text=text, answers=answers, gold_ids=tuple(dict.fromkeys(gold)))
+        ids.append(str(pid))
+    return ids
 
 
 def _strings(value: Any, where: str, path: PathArg) -> tuple[str, ...]:

@@ -37,6 +37,8 @@ class Question:
             (BEIR and TREC qrels), so that nDCG weighs a highly relevant passage above a partly relevant one
             instead of flattening both to 1. Empty means every gold id has grade 1. When given, its ids are
             exactly ``gold_ids``, in the same order, so every stage that only knows ``gold_ids`` keeps working.
+        negative_ids: Passages labelled as not answering it (DPR's ``hard_negative_ctxs``): the gold teacher
+            trains on them instead of mining the first stage's candidates. Empty for data without them.
     """
 
     id: str
@@ -44,6 +46,7 @@ class Question:
     answers: tuple[str, ...] = ()
     gold_ids: tuple[str, ...] = ()
     graded: tuple[tuple[str, int], ...] = ()
+    negative_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse grades that disagree with ``gold_ids``: the two must never tell different stories."""

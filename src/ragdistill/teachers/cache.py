@@ -130,7 +130,8 @@ class SignalCache:
     ) -> str:
         """Return the content address of one shard: what the teacher sees when it scores these questions.
 
-        Hashes the cache key and, per question in order: id, text, answers, gold ids, and its candidate ids
+        Hashes the cache key and, per question in order: id, text, answers, gold ids, labelled negatives (where
+        there are any), and its candidate ids
         each with a hash of the passage's title and text. First-stage scores are left out: teachers judge
         passages, not retrieval scores, and float noise in a dense retriever would otherwise miss the cache.
         """
@@ -152,6 +153,8 @@ class SignalCache:
                 "text": q.text,
                 "answers": list(q.answers),
                 "gold_ids": list(q.gold_ids),
+                # only when there are any, so the shards of data without labelled negatives keep their keys
+                **({"negative_ids": list(q.negative_ids)} if q.negative_ids else {}),
                 "candidates": (
                     [[pid, passage_hash(pid)] for pid in candidates[q.id].ids] if q.id in candidates else None
                 ),

@@ -28,6 +28,8 @@ class GoldTeacher(Teacher):
             SQuAD several paragraphs of one article often mention the answer; pushing them away teaches
             the retriever to reject useful passages (DPR filters its BM25 negatives the same way). Matching is
             whole-word, as in the answer-hit metrics.
+        labelled_negatives: Where the data labels a question's hard negatives (DPR's ``hard_negative_ctxs``,
+            ``Question.negative_ids``), train on those, as DPR does, and mine none for that question.
 
     References:
         Karpukhin et al., Dense Passage Retrieval for Open-Domain Question Answering, EMNLP 2020,
@@ -41,11 +43,14 @@ class GoldTeacher(Teacher):
         """Always: the human gold paragraphs."""
         return True
 
-    def __init__(self, num_candidates: PositiveInt = 20, drop_answer_negatives: bool = True) -> None:
+    def __init__(
+        self, num_candidates: PositiveInt = 20, drop_answer_negatives: bool = True, labelled_negatives: bool = True
+    ) -> None:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.num_candidates = num_candidates
         self.drop_answer_negatives = drop_answer_negatives
+        self.labelled_negatives = labelled_negatives
 
     def score(
         self, questions: list[Question], candidates: dict[str, RankedList], data: RetrievalData
@@ -56,13 +61,7 @@ class GoldTeacher(Teacher):
             if not question.gold_ids:
                 unlabelled += 1
                 continue
-            gold = set(question.gold_ids)
-            negatives = [
-                pid
-                for pid in candidates[question.id].ids
-                if pid not in gold
-                and not (self.drop_answer_negatives and has_answer(data.passage(pid).text, question.answers))
-            ][: self.num_candidates]
+            negatives = self._negatives(question, candidates, data)
             without_negatives += not negatives
             ids = list(question.gold_ids) + negatives
             scores = np.array([1.0] * len(question.gold_ids) + [0.0] * len(negatives), dtype=np.float32)
@@ -73,3 +72,15 @@ class GoldTeacher(Teacher):
             logger.warning("%d questions have no hard negative left (in-batch negatives only)", without_negatives)
         logger.info("Gold teacher: %d signals", len(signals))
         return signals
+
+    def _negatives(self, question: Question, candidates: dict[str, RankedList], data: RetrievalData) -> list[str]:
+        """The data's labelled hard negatives (DPR's), else the first stage's candidates without the answer."""
+        if self.labelled_negatives and question.negative_ids:
+            return list(question.negative_ids[: self.num_candidates])  # labelled by people: no answer filter
+        gold = set(question.gold_ids)
+        return [
+            pid
+            for pid in candidates[question.id].ids
+            if pid not in gold
+            and not (self.drop_answer_negatives and has_answer(data.passage(pid).text, question.answers))
+        ][: self.num_candidates]
