@@ -33,7 +33,7 @@ from ragdistill.runtime.determinism import skip_nan_fill
 from ragdistill.runtime.distributed import is_global_zero, start_processes
 from ragdistill.runtime.precision import resolve_precision
 from ragdistill.runtime.resume import ResumeCheckpoint, checkpoint_to_resume, forget, resume_key, start_from
-from ragdistill.runtime.run_info import probe_writable, save_run_info
+from ragdistill.runtime.run_info import start_run
 from ragdistill.runtime.timing import StageTimer
 from ragdistill.teachers.base import DerivedTeacher, Teacher
 from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, SignalCache, score_with_cache
@@ -208,11 +208,8 @@ def _log_every(trainer: pl.Trainer, datamodule: Any) -> None:
 def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
     """What every run does first: check the config and the dirs it writes, seed, record the run, load the data."""
     check_run(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    probe_writable(run_dir, "hydra.run.dir")
-    probe_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
+    run_dir = start_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    save_run_info(run_dir, cfg)
     timer = StageTimer()
     with timer("data"):
         data: RetrievalData = _build(cfg, "data")

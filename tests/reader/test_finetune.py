@@ -174,4 +174,6 @@ def test_finetune_reader_config_runs_end_to_end(compose_cfg, tiny_lm_dir):
     written = json.loads((run_dir / "reader.json").read_text())
     assert written["path"] == str(objects["result"].directory) and written["evaluation"]["questions"] == 4
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert {"command", "packages", "git"} <= json.loads((run_dir / "run_info.json").read_text()).keys()
+    assert (run_dir / "resolved_config.yaml").exists()  # recorded like a training run
     assert finetune_task(cfg)[0]["reader/reused"] == 1.0

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,6 +269,8 @@ def test_pear_config_runs_end_to_end(compose_cfg, tiny_lm_dir):
     scoring = {"head_metric": "final_logit", "score_lengths": [10, 15, 25, 50], "score_sequences": 8}
     learning = {"n_heads": 2, "sequences": 3, "length": 6, "steps": 3, "lr": 0.05, "seed": 0}
     assert written["settings"] == learning | scoring | {"score_paths": "direct"}
+    run_info = json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())
+    assert {"command", "packages", "git"} <= run_info.keys()  # recorded like a training run
     assert pear_task(cfg)[0]["pear/reused"] == 1.0
 
 

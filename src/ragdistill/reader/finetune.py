@@ -52,6 +52,7 @@ from ragdistill.reader.finetune_module import IGNORE_INDEX, ReaderExample, Reade
 from ragdistill.reader.lm_reader import LMReader
 from ragdistill.reader.qa import qa_scores
 from ragdistill.runtime.precision import resolve_precision
+from ragdistill.runtime.run_info import start_run
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.settings import dataclass_from_mapping
@@ -421,6 +422,7 @@ def finetune_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from ragdistill.candidates.bm25 import BM25Candidates
 
     settings = FinetuneSettings.from_mapping({f.name: cfg[f.name] for f in dataclasses.fields(FinetuneSettings)})
+    start_run(cfg)
     data: RetrievalData = instantiate(cfg.data)
     logger.info("Data %s", data.summary())
     reader: LMReader = instantiate(cfg.reader)

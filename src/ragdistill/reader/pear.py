@@ -48,6 +48,7 @@ from ragdistill.reader.pear_scoring import (
     score_heads,
     select_heads,
 )
+from ragdistill.runtime.run_info import start_run
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.cache_key import config_key
 from ragdistill.utils.settings import dataclass_from_mapping
@@ -308,10 +309,10 @@ def pear_task(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """
     from hydra.utils import instantiate
 
-    lm: LanguageModel = instantiate(cfg.lm)
     settings = PearSettings.from_mapping({f.name: cfg[f.name] for f in dataclasses.fields(PearSettings)})
+    run_dir = start_run(cfg)
+    lm: LanguageModel = instantiate(cfg.lm)
     result = run_pear(lm, settings, cache_dir=cfg.cache_dir, progress=cfg.get("progress", True))
-    run_dir = Path(cfg.paths.output_dir)
     atomic_write_text(run_dir / "pear.json", json.dumps(result.to_json(), indent=2))
     metrics = result.metrics() | {"pear/reused": float(result.reused)}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))

@@ -114,3 +114,16 @@ def probe_writable(directory: Path, key: str) -> None:
         raise UnwritableDirError(
             f"{key}={str(directory)!r} cannot be written ({reason}): point {key} at a writable directory"
         ) from None
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """What every entry point's run does first: probe the run and cache dirs, then record the run there.
+
+    Shared by training, evaluation, PEAR and reader fine-tuning, so each of their run dirs holds
+    ``run_info.json`` and ``resolved_config.yaml`` and none of them starts work it could not save.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    probe_writable(run_dir, "hydra.run.dir")
+    probe_writable(Path(cfg.paths.cache_dir), "paths.cache_dir")
+    save_run_info(run_dir, cfg)
+    return run_dir
