@@ -154,3 +154,42 @@ def test_training_uses_eager_attention_and_gives_the_model_back_its_own(tiny_enc
     torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
     module.use_training_attention(False)
     assert config._attn_implementation == "sdpa"
+
+
+def test_every_training_step_runs_eager_also_after_a_validation_inside_fit(tiny_encoder_dir):
+    """A mid-epoch validation switches to SDPA and back: no training step may run with the other attention
+    (a resumed run would then diverge from an uninterrupted one, whose steps after the validation differed)."""
+    import pytorch_lightning as pl
+
+    module = _module(tiny_encoder_dir)
+    seen = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(pl_module.passage_encoder.config._attn_implementation)
+
+    from torch.utils.data import DataLoader
+
+    class Batches(torch.utils.data.Dataset):  # one ready batch per item
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return _batch()
+
+    train = DataLoader(Batches(), batch_size=None)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        val_check_interval=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=DataLoader(Batches(), batch_size=None))
+    assert seen == ["eager"] * 6
+    assert module.passage_encoder.config._attn_implementation == "sdpa"  # encoding after fit: the model's own

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
@@ -173,9 +174,9 @@ class BiEncoderModule(pl.LightningModule):
         self.use_training_attention(False)
 
     def on_validation_model_train(self) -> None:
-        """Back to training after validation."""
+        """Back to training attention after a validation inside ``fit`` (``trainer.training`` is False here)."""
         super().on_validation_model_train()
-        if self.trainer.training:
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             self.use_training_attention(True)
 
     def on_train_end(self) -> None:
