@@ -242,9 +242,8 @@ class ChatClient:
         if self._probed:
             return
         url = f"{self.base_url}/models"
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            response = self._http.get(url, headers=headers, timeout=min(self.timeout_s, PROBE_TIMEOUT_S))
+            response = self._http.get(url, headers=self._headers(), timeout=min(self.timeout_s, PROBE_TIMEOUT_S))
         except httpx.TransportError as exc:  # timeouts included
             problem = self._redact(f"{type(exc).__name__}: {exc}")
             raise ChatAPIError(
@@ -298,7 +297,6 @@ class ChatClient:
 
     def _post(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Send one request with retries; return the answer text and its metadata."""
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         problem = ""
         retry_after: float | None = None
         for attempt in range(self.max_retries + 1):
@@ -311,7 +309,7 @@ class ChatClient:
                 self.stats.retries += attempt > 0
             retry_after = None
             try:
-                response = self._http.post(self.url, json=request, headers=headers)
+                response = self._http.post(self.url, json=request, headers=self._headers())
             except httpx.TimeoutException as exc:
                 problem = f"timed out ({type(exc).__name__}, timeout_s={self.timeout_s})"
                 continue
@@ -329,6 +327,10 @@ class ChatClient:
             return self._read(response)
         attempts = self.max_retries + 1
         raise ChatAPIError(f"POST {self.url} failed after {attempts} attempts; last: {problem}", None)
+
+    def _headers(self) -> dict[str, str]:
+        """The bearer key, where there is one: the only place it leaves this object."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
