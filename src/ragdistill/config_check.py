@@ -181,10 +181,12 @@ def _check_value(path: str, value: Any, hint: Any, owner: str) -> None:
 
 
 def _check_objects_in(node: DictConfig, path: str) -> None:
-    """Check the objects a dict of objects holds (a weighted sum's losses, the loggers)."""
+    """Check the objects a dict of objects holds (a weighted sum's losses, the loggers, ``evaluation.sets``)."""
     for key, entry in node.items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
             check_node(entry, f"{path}.{key!s}")
+        elif isinstance(entry, DictConfig):
+            _check_objects_in(entry, f"{path}.{key!s}")
 
 
 def check_node(node: DictConfig, path: str) -> None:

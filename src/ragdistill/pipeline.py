@@ -24,7 +24,7 @@ from ragdistill.config_check import check_run
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
-from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25
+from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25, set_names
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.loggers.dashboards import build_loggers, log_run_outputs
 from ragdistill.retriever.bi_encoder_module import BiEncoderModule
@@ -205,23 +205,62 @@ def _log_every(trainer: pl.Trainer, datamodule: Any) -> None:
     trainer.log_every_n_steps = max(1, min(asked, batches))  # type: ignore[attr-defined]
 
 
-def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData]:
-    """What every run does first: check the config and the dirs it writes, seed, record the run, load the data."""
+def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData, dict[str, RetrievalData]]:
+    """What every run does first: check the config and the dirs it writes, seed, record the run, load the data.
+
+    The extra evaluation sets (``evaluation.sets``) load here too, so a malformed file among them fails the
+    run before any training rather than after it.
+    """
     check_run(cfg)
     run_dir = start_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     timer = StageTimer()
+    evaluating = cfg.get("evaluate", True)
     with timer("data"):
         data: RetrievalData = _build(cfg, "data")
+        sets = _evaluation_sets(cfg) if evaluating else {}
     logger.info("Data: %s", data.summary())
-    if cfg.get("evaluate", True) and not data.eval:
+    if evaluating and not data.eval:
         raise ConfigError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
-    return run_dir, timer, data
+    return run_dir, timer, data, sets
+
+
+def _evaluation_sets(cfg: DictConfig) -> dict[str, RetrievalData]:
+    """Load each extra evaluation set of ``evaluation.sets`` (name -> a data config), checking it has questions."""
+    sets: dict[str, RetrievalData] = {}
+    for name in set_names(cfg.evaluation):
+        logger.info("Instantiating evaluation set %s <%s>", name, cfg.evaluation.sets[name].get("_target_"))
+        sets[name] = instantiate(cfg.evaluation.sets[name])
+        logger.info("Evaluation set %s: %s", name, sets[name].summary())
+        if not sets[name].eval:
+            raise ConfigError(f"evaluation.sets.{name} ({sets[name].name!r}) has no evaluation questions")
+    return sets
+
+
+def _evaluate(
+    cfg: DictConfig,
+    retriever: BiEncoderModule,
+    data: RetrievalData,
+    sets: dict[str, RetrievalData],
+    run_dir: Path,
+    first_stage: CandidateGenerator | None = None,
+    validation: Sequence[Question] = (),
+) -> dict[str, float]:
+    """Evaluate on the run's data (``test/...``, with the reader) and on each extra set (``<name>/...``)."""
+    bm25 = _bm25_baseline(cfg, data, first_stage)
+    index = _build(cfg, "index")
+    metrics = evaluate_retriever(retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg), validation)
+    for name, extra in sets.items():
+        index = _build(cfg, "index")
+        metrics |= evaluate_retriever(
+            retriever, extra, index, cfg.evaluation, run_dir, _bm25_baseline(cfg, extra), prefix=name
+        )
+    return metrics
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one experiment; return its metrics and the objects it built (for tests and notebooks)."""
-    run_dir, timer, data = _start(cfg)
+    run_dir, timer, data, sets = _start(cfg)
     if not data.train:
         raise ConfigError(f"data {data.name!r} has no training questions (data.train_path / data.n_train?)")
 
@@ -260,12 +299,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         export_sentence_transformers(retriever, run_dir / "retriever")
         if cfg.get("evaluate", True):
             with timer("evaluate"):
-                bm25 = _bm25_baseline(cfg, data, first_stage)
-                index = _build(cfg, "index")
                 held_out = _held_out_questions(data, datamodule.val_signals)
-                metrics |= evaluate_retriever(
-                    retriever, data, index, cfg.evaluation, run_dir, bm25, _reader(cfg), validation=held_out
-                )
+                metrics |= _evaluate(cfg, retriever, data, sets, run_dir, first_stage, held_out)
     metrics |= timer.metrics() | {"runtime/resumed": float(checkpoint is not None)}
     objects = {"data": data, "retriever": retriever, "signals": signals, "trainer": trainer}
     finished = _finish(metrics, loggers, run_dir, trainer.global_step)
@@ -275,11 +310,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Evaluate ``cfg.retriever`` (any folder, hub id or packaged model) on ``cfg.data`` without training."""
-    run_dir, timer, data = _start(cfg)
+    run_dir, timer, data, sets = _start(cfg)
     retriever: BiEncoderModule = _build(cfg, "retriever")
     loggers: list[Logger] = build_loggers(cfg)
     with _finalize_loggers_on_failure(loggers), timer("evaluate"):
-        bm25 = _bm25_baseline(cfg, data)
-        metrics = evaluate_retriever(retriever, data, _build(cfg, "index"), cfg.evaluation, run_dir, bm25, _reader(cfg))
+        metrics = _evaluate(cfg, retriever, data, sets, run_dir)
     metrics |= timer.metrics()
     return _finish(metrics, loggers, run_dir, 0), {"data": data, "retriever": retriever}

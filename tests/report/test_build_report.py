@@ -241,3 +241,18 @@ def test_runs_that_differ_in_teacher_are_grouped_by_teacher(three_runs):
     runs, _ = find_runs([three_runs])
     table = build_table(runs, ["test/gold/recall@5"])
     assert choose_group_by(runs, table.config_keys) == "teacher._target_"
+
+
+def test_each_evaluation_set_gets_its_headline_columns_after_the_retrievers(make_run, tmp_path: Path) -> None:
+    sets = {"scifact/gold/ndcg@10": 0.61, "scifact/gold/recall@5": 0.7, "scifact/questions": 300.0}
+    sets |= {"scifact_bm25/gold/ndcg@10": 0.66, "nq/answer/recall@5": 0.5, "nq/questions": 100.0}
+    own = {"test/gold/recall@1": 0.6, "test/gold/mrr@10": 0.7, "test_bm25/gold/recall@1": 0.5, "test/questions": 60.0}
+    make_run(tmp_path / "runs" / "a", metrics=own | sets, name="a")
+    make_run(tmp_path / "runs" / "b", metrics=own, name="b")  # a run without the sets: its cells are empty
+    header, rows = runs_table(build_report([tmp_path / "runs"], out_dir=tmp_path / "r").markdown.read_text())
+    set_columns = [column for column in header if column.startswith(("scifact", "nq"))]
+    assert set_columns == ["scifact/gold/recall@5", "scifact/gold/ndcg@10", "nq/answer/recall@5"]
+    order = [header.index(key) for key in ("test/gold/mrr@10", "scifact/gold/recall@5", "test_bm25/gold/recall@1")]
+    assert order == sorted(order)
+    assert rows[0][header.index("scifact/gold/ndcg@10")].strip("*") == "0.610"
+    assert rows[1][header.index("scifact/gold/ndcg@10")] == "—"

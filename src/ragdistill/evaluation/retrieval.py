@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,11 @@ VALIDATION = "val"
 
 RUNS_DIR = "runs"
 """Folder of the run dir holding every evaluated ranking and its qrels in TREC format (``runs/test.run``)."""
+
+RESERVED_PREFIXES = ("test", "val", "train", "teacher", "runtime")
+"""Metric prefixes the run already uses: an evaluation set may not be named one (nor start ``test_``/``val_``)."""
+
+_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*")
 
 
 def needs_bm25(cfg: DictConfig) -> bool:
@@ -74,12 +80,46 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
     top_k, reader_runs = _reader_settings(cfg)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ConfigError(f"evaluation.reader_top_k must be an integer >= 1, got {top_k!r}")
+    check_set_names(cfg)
     known = _run_prefixes(cfg)
     unknown = [p for p in reader_runs if p not in known]
     if unknown:
         raise ConfigError(
             f"evaluation.reader_runs names runs {unknown} this evaluation does not make; choose from {known}"
         )
+
+
+def set_names(cfg: DictConfig) -> list[str]:
+    """The names of the extra evaluation sets (``evaluation.sets``), in config order; none for older configs."""
+    return [str(name) for name in (cfg.get("sets") or {})]
+
+
+def check_set_names(cfg: DictConfig) -> None:
+    """Refuse an evaluation set whose name would collide with the run's own metric prefixes or is no data config.
+
+    Raises:
+        ConfigError: Naming the set and what its name or config must be.
+    """
+    sets = cfg.get("sets")
+    if sets is None:
+        return
+    if not isinstance(sets, DictConfig):
+        raise ConfigError(
+            f"evaluation.sets must map a name to a data config (+data@evaluation.sets.<name>=<data>), got {sets!r}"
+        )
+    for name, node in sets.items():
+        name = str(name)
+        if name in RESERVED_PREFIXES or name.startswith(("test_", "val_")) or not _SET_NAME.fullmatch(name):
+            raise ConfigError(
+                f"evaluation.sets.{name}: a set's name becomes its metric prefix ({name}/gold/recall@5), so it must "
+                f"be letters, digits, '.', '-' or single '_' starting with a letter, and not one of "
+                f"{list(RESERVED_PREFIXES)} or start with test_/val_"
+            )
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(
+                f"evaluation.sets.{name} is not a data config: add one with +data@evaluation.sets.{name}=<data> "
+                "(any data= choice: fixture, squad_open, jsonl, beir, dpr, msmarco, ...)"
+            )
 
 
 def metric_problem(name: str, cfg: DictConfig, *, held_out: bool) -> str | None:
@@ -98,8 +138,9 @@ def metric_problem(name: str, cfg: DictConfig, *, held_out: bool) -> str | None:
 
     prefix, _, rest = name.partition("/")
     prefixes = _run_prefixes(cfg) + ([VALIDATION] if held_out else [])
-    if prefix != VALIDATION and not prefix.startswith(DENSE):
-        return None
+    prefixes += [run for set_name in set_names(cfg) for run in _run_prefixes(cfg, set_name)]
+    if prefix not in prefixes and prefix != VALIDATION and not prefix.startswith(DENSE):
+        return None  # teacher/..., train/...: not the evaluation's to judge
     if prefix not in prefixes:
         return f"this run makes no {prefix}/... figures; metric prefixes it makes: {prefixes}"
     family, _, metric = rest.partition("/")
@@ -144,23 +185,23 @@ def _reader_settings(cfg: DictConfig) -> tuple[int, list[str]]:
     return cfg.get("reader_top_k", 5), list(cfg.get("reader_runs", [DENSE]))
 
 
-def _run_prefixes(cfg: DictConfig) -> list[str]:
-    """The runs an evaluation with these settings makes, by metric prefix."""
-    prefixes = [DENSE]
+def _run_prefixes(cfg: DictConfig, dense: str = DENSE) -> list[str]:
+    """The runs an evaluation with these settings makes on one set, by metric prefix (``dense`` the retriever's)."""
+    prefixes = [dense]
     if cfg.bm25_baseline:
-        prefixes.append(f"{DENSE}_bm25")
+        prefixes.append(f"{dense}_bm25")
     if (fusion := _fusion(cfg)) is not None:
-        prefixes.append(f"{DENSE}_fusion_{fusion}")
+        prefixes.append(f"{dense}_fusion_{fusion}")
     return prefixes
 
 
-def _label(prefix: str) -> str:
+def _label(prefix: str, dense: str = DENSE) -> str:
     """Legend label of a run prefix: ``test`` → ``dense``, ``test_fusion_rrf`` → ``dense + BM25 (rrf)``."""
-    if prefix == DENSE:
+    if prefix == dense:
         return "dense"
-    if prefix == f"{DENSE}_bm25":
+    if prefix == f"{dense}_bm25":
         return "BM25"
-    return f"dense + BM25 ({prefix.removeprefix(f'{DENSE}_fusion_')})"
+    return f"dense + BM25 ({prefix.removeprefix(f'{dense}_fusion_')})"
 
 
 def evaluate_retriever(
@@ -172,11 +213,14 @@ def evaluate_retriever(
     bm25: BM25Candidates | None = None,
     reader: Reader | None = None,
     validation: Sequence[Question] = (),
+    prefix: str = DENSE,
 ) -> dict[str, float]:
     """Score the retriever (and BM25 and their fusion, when configured) on ``data.eval``.
 
     Writes the faiss index to ``run_dir/index``, ``run_dir/recall_at_k.png`` and each run with the qrels it
-    was scored against in TREC format under ``run_dir/runs``; with a reader, also the
+    was scored against in TREC format under ``run_dir/runs``; an extra evaluation set (``prefix`` other
+    than ``test``) writes ``recall_at_k_<prefix>.png``, ``runs/<prefix>*.run`` and ``runs/<prefix>_gold.qrels``
+    and no index. With a reader, also the
     reader's answers from the top-``reader_top_k`` of each run in ``evaluation.reader_runs``
     (``answers_<prefix>.jsonl``) and their EM/F1.
 
@@ -191,6 +235,8 @@ def evaluate_retriever(
         validation: Training questions held out from fitting. They are searched in the same index and scored
             as ``val/...``, the metric a hyperparameter search should optimise: choosing settings by
             ``test/...`` would tune them to the questions they are reported on.
+        prefix: The metric prefix of the retriever's figures: ``test`` for the run's data, an evaluation set's
+            name (``evaluation.sets``) for the others; BM25 and fusion get ``<prefix>_bm25``, ``<prefix>_fusion_rrf``.
 
     Returns:
         Flat metrics, e.g. ``test/gold/recall@5``, ``test_bm25/gold/recall@5``, ``test_fusion_rrf/gold/mrr@10``,
@@ -202,31 +248,33 @@ def evaluate_retriever(
     encode = encode_settings(cfg)
     with encoding_copies(retriever, encode):  # int8 / half towers made once for the corpus and both searches
         build_index(retriever, data.corpus, index, encode)
-        if cfg.save_index and is_global_zero():  # under DDP every rank builds the same index; rank 0 writes it
+        if cfg.save_index and prefix == DENSE and is_global_zero():  # under DDP every rank builds it; rank 0 writes
             index.save(run_dir / "index")
-        runs = {DENSE: as_run(search(retriever, index, data.eval, depth, encode))}
+        runs = {prefix: as_run(search(retriever, index, data.eval, depth, encode))}
         validation_run = as_run(search(retriever, index, list(validation), depth, encode)) if validation else None
     if needs_bm25(cfg):
         if bm25 is None:
             raise ValueError("evaluation.bm25_baseline / evaluation.fusion need a fitted BM25 first stage")
         bm25_run = as_run(bm25.retrieve(data.eval, depth))
         if cfg.bm25_baseline:
-            runs[f"{DENSE}_bm25"] = bm25_run
+            runs[f"{prefix}_bm25"] = bm25_run
         if (fusion := _fusion(cfg)) is not None:
-            runs[f"{DENSE}_fusion_{fusion}"] = fuse_runs([runs[DENSE], bm25_run], method=fusion)
+            runs[f"{prefix}_fusion_{fusion}"] = fuse_runs([runs[prefix], bm25_run], method=fusion)
 
     relevance = answer_qrels(data.eval, data.corpus)
     metrics: dict[str, float] = {}
-    for prefix, run in runs.items():
+    for run_prefix, run in runs.items():
         scored = evaluate_run(run, data.eval, data.corpus, cfg.ks, answer_relevance=relevance)
-        metrics |= {f"{prefix}/{name}": value for name, value in scored.items()}
+        metrics |= {f"{run_prefix}/{name}": value for name, value in scored.items()}
         logger.info(
             "%-18s gold R@1 %.3f  R@5 %.3f  R@20 %.3f  MRR@10 %.3f",
-            prefix,
+            run_prefix,
             *(scored.get(f"gold/{m}", float("nan")) for m in ("recall@1", "recall@5", "recall@20", "mrr@10")),
         )
-    metrics[f"{DENSE}/questions"] = float(len(data.eval))
-    trec_runs, trec_qrels = dict(runs), {"gold": gold_qrels(data.eval), "answer": relevance}
+    metrics[f"{prefix}/questions"] = float(len(data.eval))
+    qrels_prefix = "" if prefix == DENSE else f"{prefix}_"
+    trec_runs = dict(runs)
+    trec_qrels = {f"{qrels_prefix}gold": gold_qrels(data.eval), f"{qrels_prefix}answer": relevance}
     if validation and validation_run is not None:
         val_relevance = answer_qrels(validation, data.corpus)
         scored = evaluate_run(validation_run, validation, data.corpus, cfg.ks, answer_relevance=val_relevance)
@@ -235,20 +283,21 @@ def evaluate_retriever(
         trec_runs[VALIDATION] = validation_run
         trec_qrels |= {f"{VALIDATION}_gold": gold_qrels(validation), f"{VALIDATION}_answer": val_relevance}
     if is_global_zero():
-        _plot(metrics, list(runs), data.name, run_dir / "recall_at_k.png")
+        plot_name = "recall_at_k.png" if prefix == DENSE else f"recall_at_k_{prefix}.png"
+        _plot(metrics, list(runs), prefix, data.name, run_dir / plot_name)
         # every ``gold/*`` figure can be recomputed from these with trec_eval -c or ir_measures (``answer/recall@k``
         # is Success@k over answer.qrels times the share of answerable questions); val.run goes with val_*.qrels
         write_run_files(run_dir / RUNS_DIR, trec_runs, trec_qrels)
     if reader is not None:
         top_k, reader_runs = _reader_settings(cfg)
-        metrics |= evaluate_reader(reader, {prefix: runs[prefix] for prefix in reader_runs}, data, top_k, run_dir)
+        metrics |= evaluate_reader(reader, {name: runs[name] for name in reader_runs}, data, top_k, run_dir)
     return metrics
 
 
-def _plot(metrics: dict[str, float], prefixes: list[str], name: str, path: Path) -> None:
+def _plot(metrics: dict[str, float], prefixes: list[str], dense: str, name: str, path: Path) -> None:
     """Plot gold-paragraph recall@k, or answer-hit recall@k for data without gold labels, or nothing."""
     for family, what in (("gold", "gold-paragraph recall@k"), ("answer", "answer-hit top-k accuracy")):
-        curves = {_label(p): curves_from_metrics(metrics, prefix=f"{p}/{family}/recall@") for p in prefixes}
+        curves = {_label(p, dense): curves_from_metrics(metrics, prefix=f"{p}/{family}/recall@") for p in prefixes}
         if all(curves.values()):
             plot_recall_at_k(curves, path, title=f"{name}: {what}")
             return

@@ -18,13 +18,17 @@ from typing import Any
 
 from ragdistill.report.runs import Run, natural_key
 
-DEFAULT_METRICS = (
+RETRIEVER_METRICS = (
     "test/gold/recall@1",
     "test/gold/recall@5",
     "test/gold/recall@20",
     "test/gold/mrr@10",
     "test/rag/em",
     "test/rag/f1",
+)
+"""The retriever under test on the run's own data; the extra evaluation sets' columns follow these."""
+
+COMPARISON_METRICS = (
     "test_fusion_rrf/gold/recall@1",
     "test_fusion_rrf/gold/recall@5",
     "test_fusion_rrf/gold/recall@20",
@@ -37,7 +41,16 @@ DEFAULT_METRICS = (
     "runtime/fit_s",
     "runtime/teacher_s",
 )
+"""What the retriever is compared with (fusion, BM25, the teacher), then cost."""
+
+DEFAULT_METRICS = RETRIEVER_METRICS + COMPARISON_METRICS
 """Shown when present in at least one run: the retriever first, then what it is compared with, then cost."""
+
+SET_METRICS = ("gold/recall@5", "gold/mrr@10", "gold/ndcg@10", "answer/recall@5")
+"""Shown for each extra evaluation set (``evaluation.sets``) a run has, under the set's prefix, when present."""
+
+OWN_PREFIXES = ("test", "val")
+"""Prefixes with ``<prefix>/questions`` that are the run's own data, not an extra evaluation set."""
 
 NOISY_KEYS = ("hydra.*", "paths.*", "*_dir", "*.dirpath", "*.dir", "tags")
 """Config keys (``fnmatch`` patterns) that differ between runs without changing what a run computes."""
@@ -151,12 +164,16 @@ def _holds_own_dir(runs: Sequence[Run], key: str) -> bool:
 def select_metrics(runs: Sequence[Run], requested: Sequence[str] | None = None) -> list[str]:
     """The metric columns: ``requested`` keys or ``fnmatch`` patterns in order, or the defaults present.
 
+    The defaults are :data:`RETRIEVER_METRICS`, each extra evaluation set's :data:`SET_METRICS`, then
+    :data:`COMPARISON_METRICS`.
+
     Raises:
         ValueError: If a requested key or pattern matches no metric of any run (the message lists some).
     """
     available = sorted({key for run in runs for key in run.metrics}, key=lambda key: natural_key(Path(key)))
     if requested is None:
-        return [key for key in DEFAULT_METRICS if key in available]
+        defaults = [*RETRIEVER_METRICS, *set_metrics(runs), *COMPARISON_METRICS]
+        return [key for key in defaults if key in available]
     chosen: list[str] = []
     for pattern in requested:
         matched = [key for key in available if fnmatch.fnmatchcase(key, pattern)]
@@ -167,6 +184,20 @@ def select_metrics(runs: Sequence[Run], requested: Sequence[str] | None = None) 
             )
         chosen.extend(key for key in matched if key not in chosen)
     return chosen
+
+
+def set_metrics(runs: Sequence[Run]) -> list[str]:
+    """The :data:`SET_METRICS` of every extra evaluation set in ``runs``, in order of first appearance.
+
+    A set is found by its ``<name>/questions`` figure, which only the retriever's own run of a set has.
+    """
+    names = dict.fromkeys(
+        key.removesuffix("/questions")
+        for run in runs
+        for key in run.metrics
+        if key.endswith("/questions") and key.count("/") == 1 and key.removesuffix("/questions") not in OWN_PREFIXES
+    )
+    return [f"{name}/{metric}" for name in names for metric in SET_METRICS]
 
 
 def path_labels(paths: Sequence[Path]) -> list[str]:
