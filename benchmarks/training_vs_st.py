@@ -17,7 +17,6 @@ logger, checkpoint, progress bar or validation). Sentence-transformers runs ``Se
 with evaluation, saving and logging off. Each run is a fresh process (its own peak RSS); runs alternate
 ours, ST, ours, ST, ... and time ``--steps`` optimisation steps after ``--warmup`` steps:
 
-    pip install -e '.[bench]'                                        # datasets, for SentenceTransformerTrainer
     python benchmarks/training_vs_st.py                              # batch 8, K=4, fp32 and bf16
     python benchmarks/training_vs_st.py --batch-size 16 --k 8 --precisions 32-true
 

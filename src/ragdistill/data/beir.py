@@ -17,7 +17,7 @@ import logging
 from collections.abc import Container, Mapping
 from pathlib import Path
 
-from ragdistill.data.errors import DataValidationError
+from ragdistill.data.errors import DataValidationError, check_unique
 from ragdistill.data.jsonl import (
     PathArg,
     non_empty_string,
@@ -27,7 +27,7 @@ from ragdistill.data.jsonl import (
 )
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.data.tsv import Judgements, add_judgement, check_unique, is_integer, iter_rows, non_empty, parse_int
+from ragdistill.data.tsv import Judgements, add_judgement, is_integer, iter_rows, non_empty, parse_int
 from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)

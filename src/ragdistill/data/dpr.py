@@ -20,11 +20,11 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
-from ragdistill.data.errors import DataValidationError, json_type_name
+from ragdistill.data.errors import DataValidationError, check_unique, json_type_name
 from ragdistill.data.jsonl import PathArg
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.data.tsv import check_unique, iter_rows, non_empty
+from ragdistill.data.tsv import iter_rows, non_empty
 from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)

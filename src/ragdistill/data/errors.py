@@ -35,8 +35,31 @@ class DataValidationError(ValueError):
         self.line = line
 
     def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path} line {self.line}"
+        where = self.path if self.line is None else f"{self.path} {position_word(self.path)} {self.line}"
         return f"{where}: {self.message}"
+
+
+class RowSource(str):
+    """The name of a source whose records are numbered rows (a ``datasets`` table), not lines of a file.
+
+    Passed where a loader takes a path, it makes every message say ``row 12`` (``dataset[12]``) instead of
+    ``line 12``, so the record checks the file loaders use serve tables too.
+    """
+
+    position = "row"
+
+
+def position_word(path: str | os.PathLike[str]) -> str:
+    """How a record of ``path`` is numbered in messages: ``line`` in a file, ``row`` in a :class:`RowSource`."""
+    return str(getattr(path, "position", "line"))
+
+
+def check_unique(item_id: str, kind: str, first_line: dict[str, int], path: str | os.PathLike[str], line: int) -> None:
+    """Refuse an id seen before in the source, naming where it was first seen."""
+    if item_id in first_line:
+        where = f"{position_word(path)} {first_line[item_id]}"
+        raise DataValidationError(path, f"duplicate {kind} id {item_id!r} (first seen on {where})", line)
+    first_line[item_id] = line
 
 
 def json_type_name(value: object) -> str:

@@ -18,11 +18,11 @@ import json
 import logging
 import os
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
-from ragdistill.data.errors import DataValidationError, json_type_name
+from ragdistill.data.errors import DataValidationError, check_unique, json_type_name
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.utils.constraints import NonNegativeInt
@@ -81,15 +81,23 @@ def read_corpus(path: PathArg) -> list[Passage]:
     Raises:
         DataValidationError: On any fault, naming the file and line.
     """
+    return corpus_from_records(read_jsonl_records(path), path)
+
+
+def corpus_from_records(records: Iterable[tuple[int, Record]], path: PathArg) -> list[Passage]:
+    """Validate corpus records (``id``, ``text``, optional ``title``) numbered by line or row, from any source.
+
+    The JSONL reader and the ``datasets`` loader share it, so every format gets the same checks and messages.
+    """
     passages: list[Passage] = []
     first_line: dict[str, int] = {}
-    for line, record in read_jsonl_records(path):
+    for line, record in records:
         passage = Passage(
             id=non_empty_string(record, "id", path, line),
             text=non_empty_string(record, "text", path, line),
             title=optional_string(record, "title", path, line) or "",
         )
-        _check_unique(passage.id, "passage", first_line, path, line)
+        check_unique(passage.id, "passage", first_line, path, line)
         passages.append(passage)
     return passages
 
@@ -107,16 +115,23 @@ def read_questions(path: PathArg, corpus_ids: Container[str]) -> list[Question]:
     Raises:
         DataValidationError: On any fault, naming the file and line.
     """
+    return questions_from_records(read_jsonl_records(path), path, corpus_ids)
+
+
+def questions_from_records(
+    records: Iterable[tuple[int, Record]], path: PathArg, corpus_ids: Container[str]
+) -> list[Question]:
+    """Validate question records (``id``, ``question`` or ``turns``, ``answers``, ``gold_ids``) from any source."""
     questions: list[Question] = []
     first_line: dict[str, int] = {}
-    for line, record in read_jsonl_records(path):
+    for line, record in records:
         question = Question(
             id=non_empty_string(record, "id", path, line),
             text=_question_text(record, path, line),
             answers=_string_list(record, "answers", path, line),
             gold_ids=_string_list(record, "gold_ids", path, line),
         )
-        _check_unique(question.id, "question", first_line, path, line)
+        check_unique(question.id, "question", first_line, path, line)
         for gold_id in question.gold_ids:
             if gold_id not in corpus_ids:
                 raise DataValidationError(path, f"gold id {gold_id!r} is not a passage id of the corpus", line)
@@ -320,14 +335,6 @@ def _check_text(value: str, what: str, path: PathArg, line: int) -> None:
             " (half of a \\uXXXX escape pair; not valid Unicode text)",
             line,
         )
-
-
-def _check_unique(item_id: str, kind: str, first_line: dict[str, int], path: PathArg, line: int) -> None:
-    if item_id in first_line:
-        raise DataValidationError(
-            path, f"duplicate {kind} id {item_id!r} (first seen on line {first_line[item_id]})", line
-        )
-    first_line[item_id] = line
 
 
 def warn_on_shared_ids(train: list[Question], evaluation: list[Question]) -> None:

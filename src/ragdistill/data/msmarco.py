@@ -14,11 +14,11 @@ from collections.abc import Container
 from pathlib import Path
 
 from ragdistill.data.beir import graded_questions
-from ragdistill.data.errors import DataValidationError
+from ragdistill.data.errors import DataValidationError, check_unique
 from ragdistill.data.jsonl import PathArg, warn_on_shared_ids
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.data.tsv import Judgements, add_judgement, check_unique, iter_rows, non_empty, parse_int
+from ragdistill.data.tsv import Judgements, add_judgement, iter_rows, non_empty, parse_int
 from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)

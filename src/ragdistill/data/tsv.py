@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ragdistill.data.errors import DataValidationError
+from ragdistill.data.errors import DataValidationError, position_word
 from ragdistill.data.jsonl import PathArg
 from ragdistill.data.jsonl import decode as decode_line
 
@@ -87,15 +87,6 @@ def non_empty(value: str, field: str, path: PathArg, line: int) -> str:
     return stripped
 
 
-def check_unique(item_id: str, kind: str, first_line: dict[str, int], path: PathArg, line: int) -> None:
-    """Refuse an id seen before in the file, naming where it was first seen."""
-    if item_id in first_line:
-        raise DataValidationError(
-            path, f"duplicate {kind} id {item_id!r} (first seen on line {first_line[item_id]})", line
-        )
-    first_line[item_id] = line
-
-
 def is_integer(value: str) -> bool:
     """Whether ``value`` reads as an integer (a header line's score column does not)."""
     try:
@@ -120,8 +111,7 @@ def add_judgement(
 ) -> None:
     """Record one qrels line; a (query, passage) pair judged twice fails naming both lines."""
     if (qid, pid) in first_line:
-        raise DataValidationError(
-            path, f"query {qid!r} and passage {pid!r} judged twice (first on line {first_line[qid, pid]})", line
-        )
+        first = f"{position_word(path)} {first_line[qid, pid]}"
+        raise DataValidationError(path, f"query {qid!r} and passage {pid!r} judged twice (first on {first})", line)
     first_line[qid, pid] = line
     judgements.setdefault(qid, {})[pid] = grade
