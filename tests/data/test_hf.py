@@ -147,7 +147,7 @@ def test_bad_judgements_are_named_by_row(tmp_path: Path) -> None:
         )
 
     assert load([{"query-id": "q1", "corpus-id": "p2", "score": 1}]).eval[0].graded == (("p2", 1),)
-    with pytest.raises(DataValidationError, match=r"qrels .* row 0: corpus id 'p9' is not an id of the corpus table"):
+    with pytest.raises(DataValidationError, match=r"qrels .* row 0: corpus id 'p9' is not an id of the corpus"):
         load([{"query-id": "q1", "corpus-id": "p9", "score": 1}])
     with pytest.raises(
         DataValidationError, match=r"row 1: query 'q1' and passage 'p1' judged twice \(first on row 0\)"

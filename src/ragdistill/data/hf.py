@@ -26,7 +26,7 @@ from ragdistill.data.errors import DataValidationError, RowSource
 from ragdistill.data.jsonl import Record, corpus_from_records, questions_from_records, warn_on_shared_ids
 from ragdistill.data.sampling import assemble_data
 from ragdistill.data.schemas import Passage, Question, RetrievalData
-from ragdistill.data.tsv import Judgements, add_judgement
+from ragdistill.data.tsv import Judgements, collect_judgements
 from ragdistill.utils.constraints import NonNegativeInt
 
 logger = logging.getLogger(__name__)
@@ -159,18 +159,10 @@ def read_hf_questions(source: TableSource, corpus_ids: set[str]) -> list[Questio
 
 def read_hf_qrels(source: TableSource, query_ids: set[str], corpus_ids: set[str], where: RowSource) -> Judgements:
     """Every judgement row, ids checked against the questions and the corpus, a pair judged twice refused."""
-    judgements: Judgements = {}
-    first_row: dict[tuple[str, str], int] = {}
-    for row, record in table_records(source, QRELS_COLUMNS, where):
-        qid, pid, score = record["query_id"], record["corpus_id"], record["score"]
-        if not isinstance(score, int) or isinstance(score, bool):
-            raise DataValidationError(where, f"field 'score' must be an integer, got {score!r}", row)
-        if qid not in query_ids:
-            raise DataValidationError(where, f"query id {qid!r} is not an id of the question table", row)
-        if pid not in corpus_ids:
-            raise DataValidationError(where, f"corpus id {pid!r} is not an id of the corpus table", row)
-        add_judgement(judgements, first_row, str(qid), str(pid), score, where, row)
-    return judgements
+    rows = table_records(source, QRELS_COLUMNS, where)
+    return collect_judgements(
+        ((row, r["query_id"], r["corpus_id"], r["score"]) for row, r in rows), query_ids, corpus_ids, where
+    )
 
 
 def table_records(source: TableSource, defaults: Mapping[str, str], where: RowSource) -> Iterator[tuple[int, Record]]:

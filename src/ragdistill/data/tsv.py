@@ -9,8 +9,9 @@ mistakes a hand-converted file most often holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ragdistill.data.errors import DataValidationError, position_word
 from ragdistill.data.jsonl import PathArg
@@ -115,3 +116,28 @@ def add_judgement(
         raise DataValidationError(path, f"query {qid!r} and passage {pid!r} judged twice (first on {first})", line)
     first_line[qid, pid] = line
     judgements.setdefault(qid, {})[pid] = grade
+
+
+def collect_judgements(
+    rows: Iterable[tuple[int, Any, Any, Any]], query_ids: Container[str], corpus_ids: Container[str], where: PathArg
+) -> Judgements:
+    """Judgements from ``(line or row, query id, passage id, grade)`` rows of any source, every id checked.
+
+    The table loaders (``data=hf``, ``data=ir_datasets``) share it; integer ids are read as strings.
+
+    Raises:
+        DataValidationError: A grade that is not an integer, an id the questions or the corpus lack, or a pair
+            judged twice, naming ``where`` and the line or row.
+    """
+    judgements: Judgements = {}
+    first: dict[tuple[str, str], int] = {}
+    for position, raw_qid, raw_pid, grade in rows:
+        qid, pid = str(raw_qid), str(raw_pid)
+        if not isinstance(grade, int) or isinstance(grade, bool):
+            raise DataValidationError(where, f"field 'score' must be an integer, got {grade!r}", position)
+        if qid not in query_ids:
+            raise DataValidationError(where, f"query id {qid!r} is not an id of the questions", position)
+        if pid not in corpus_ids:
+            raise DataValidationError(where, f"corpus id {pid!r} is not an id of the corpus", position)
+        add_judgement(judgements, first, qid, pid, grade, where, position)
+    return judgements
