@@ -2,9 +2,9 @@
 
 Random data sets are written by :mod:`ragdistill.data.convert` and loaded back by each format's loader; then
 one line of one written file is corrupted (a field dropped, emptied or replaced by an unknown id, a line
-repeated, bytes that are not UTF-8), and loading must either succeed or raise ``DataValidationError`` naming
-that file or one that refers to what it lost; never a raw ``KeyError``, ``IndexError``, ``ValueError`` or ``UnicodeDecodeError`` from inside a
-loader.
+repeated, bytes that are not UTF-8), and loading must either succeed or raise ``DataValidationError``
+naming that file or one that refers to what it lost; never a raw ``KeyError``, ``IndexError``,
+``ValueError`` or ``UnicodeDecodeError`` from inside a loader.
 """
 
 from __future__ import annotations
