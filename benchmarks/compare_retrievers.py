@@ -3,7 +3,9 @@
 Re-runs each finished run's evaluation search from what it left on disk (its faiss index of the corpus and
 its exported retriever, or for an evaluation-only run the retriever its config names), checks that the
 figures match its metrics.json, and compares them with ranx (paired two-sided t-test by default, or
-Fisher's randomization test), the first run being the baseline.
+Fisher's randomization test), the first run being the baseline. Runs that wrote TREC run files (every run
+now does) are compared without re-encoding by ``ragdistill-report RUN... --significance``, which uses the
+same test; this script is for runs made before run files existed.
 
     python benchmarks/compare_retrievers.py outputs/bench_squad_open/untrained outputs/<date>/<time>_replug_lsr \
         --out benchmarks/results/significance.md

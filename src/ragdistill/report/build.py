@@ -18,6 +18,7 @@ from ragdistill.report.document import GroupRow, Report
 from ragdistill.report.html_report import to_html
 from ragdistill.report.markdown_report import to_markdown
 from ragdistill.report.runs import Run, Skipped, find_runs
+from ragdistill.report.significance import Test, compare_runs
 from ragdistill.report.table import ABSENT, Table, build_table, format_value, path_labels, select_metrics
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.plots import curves_from_metrics, plot_recall_at_k
@@ -60,6 +61,7 @@ def build_report(
     group_by: str = DEFAULT_GROUP_BY,
     bar_metric: str = DEFAULT_BAR_METRIC,
     ignore: Sequence[str] = (),
+    significance: Test | None = None,
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html`` and their PNG figures for every run dir under ``paths``.
 
@@ -71,6 +73,8 @@ def build_report(
         group_by: Config key whose value groups runs in the bar chart (a ``_target_`` shows as its class name).
         bar_metric: The metric the bar chart averages per group.
         ignore: More ``fnmatch`` patterns of config keys to leave out of the table.
+        significance: Add paired tests between the runs over their test questions (``student``: t-test,
+            ``fisher``: randomization test), the first run being listed first; None for none.
 
     Returns:
         The files written and how many runs were reported and skipped.
@@ -88,6 +92,7 @@ def build_report(
 
     labels = path_labels([run.path for run in runs] + [entry.path for entry in skipped])
     table = build_table(runs, select_metrics(runs, metrics), labels=labels[: len(runs)], ignore=ignore)
+    paired = compare_runs(runs, table.labels, significance) if significance else None  # before any file is written
     notes = [f"{label}: {note}" for label, run in zip(table.labels, runs, strict=True) for note in run.notes]
 
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +125,7 @@ def build_report(
         skipped=[(label, entry.reason) for label, entry in zip(labels[len(runs) :], skipped, strict=True)],
         notes=notes,
         written=datetime.now().isoformat(timespec="seconds"),
+        significance=paired,
     )
     markdown, html = out / "report.md", out / "report.html"
     atomic_write_text(markdown, to_markdown(report))

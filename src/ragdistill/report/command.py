@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ragdistill.report.build import DEFAULT_BAR_METRIC, DEFAULT_GROUP_BY, REPORT_DIR, build_report
+from ragdistill.report.significance import TESTS
 from ragdistill.report.table import DEFAULT_METRICS, NOISY_KEYS
 
 DESCRIPTION = """\
@@ -28,6 +29,7 @@ examples (options taking several values go after the PATHs):
   ragdistill-report outputs/ multirun/ --out reports/all
   ragdistill-report outputs/ --metrics 'test/gold/*' test/rag/em --group-by name
   ragdistill-report outputs/ --bar-metric test_fusion_rrf/gold/recall@5
+  ragdistill-report outputs/untrained outputs/replug_lsr outputs/aar --significance
 
 default metric columns (those present in some run):
 {textwrap.fill(", ".join(DEFAULT_METRICS), width=100, initial_indent="  ", subsequent_indent="  ")}
@@ -74,6 +76,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="more config keys (fnmatch patterns) to leave out of the table, e.g. 'callbacks.*'",
     )
+    p.add_argument(
+        "--significance",
+        nargs="?",
+        const="student",
+        choices=sorted(TESTS),
+        metavar="TEST",
+        help="add paired tests between the runs over their test questions, from their runs/test.run files: "
+        "student (paired t-test, the default) or fisher (randomization test)",
+    )
     return p
 
 
@@ -90,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_by=args.group_by,
             bar_metric=args.bar_metric,
             ignore=args.ignore,
+            significance=args.significance,
         )
     except (ValueError, FileNotFoundError) as err:
         p.error(str(err))  # exits with status 2

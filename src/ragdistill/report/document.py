@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ragdistill.report.cache_savings import CacheRow
+from ragdistill.report.significance import Significance
 from ragdistill.report.table import Table
 
 
@@ -37,6 +38,7 @@ class Report:
         skipped: ``(folder label, reason)`` per run that has no usable metrics.
         notes: Per-run problems that did not stop the report, and figures that could not be drawn.
         written: When the report was written (ISO 8601, local time).
+        significance: The paired tests between the runs (``--significance``), or None.
     """
 
     sources: list[str]
@@ -51,6 +53,7 @@ class Report:
     skipped: list[tuple[str, str]]
     notes: list[str]
     written: str
+    significance: Significance | None = None
 
 
 def columns_note(report: Report, code: Callable[[str], str], best: str) -> str:

@@ -63,6 +63,13 @@ def to_html(report: Report) -> str:
             _figure(report.bar_png, f"Mean {title}; error bars: ±1 standard deviation over a group's runs."),
             _groups_table(report),
         ]
+    if report.significance:
+        paired = report.significance
+        parts += [
+            "<h2>Paired significance</h2>",
+            f'<p class="note">{escape(paired.note())}</p>',
+            f'<div class="scroll"><pre>{escape(paired.table)}</pre></div>',
+        ]
     if report.cache:
         parts += [
             "<h2>Teacher cache</h2>",

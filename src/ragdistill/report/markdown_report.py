@@ -45,6 +45,9 @@ def to_markdown(report: Report) -> str:
                 ],
             ),
         ]
+    if report.significance:
+        paired = report.significance
+        lines += ["", "## Paired significance", "", paired.note(), "", "```", paired.table, "```"]
     if report.cache:
         lines += [
             "",
