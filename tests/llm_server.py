@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ragdistill.models.lm import PACKAGED_LMS
+from ragdistill.models.packaged_lms import PACKAGED_LMS
 
 INSTALL_COMMAND = "make server  (or: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir -e '.[server]')"
 """What installs llama.cpp's server (llama-cpp-python[server], built from source for AVX2 in ~5 min)."""

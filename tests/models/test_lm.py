@@ -182,21 +182,21 @@ def test_broken_converted_folders_are_detected(tiny_causal_dir, tmp_path):
     import json
     import shutil
 
-    from ragdistill.models.lm import CONVERSION_FILE, _conversion_problem
+    from ragdistill.models.gguf_conversion import CONVERSION_FILE, conversion_problem
 
     folder = tmp_path / "converted"
     shutil.copytree(tiny_causal_dir, folder)
     files = {p.name: p.stat().st_size for p in folder.iterdir()}
     (folder / CONVERSION_FILE).write_text(json.dumps({"source": "x.gguf", "files": files}))
-    assert _conversion_problem(folder) is None
+    assert conversion_problem(folder) is None
     weights = folder / "model.safetensors"
     with weights.open("r+b") as handle:
         handle.truncate(files["model.safetensors"] - 1)
-    assert "model.safetensors" in str(_conversion_problem(folder))
+    assert "model.safetensors" in str(conversion_problem(folder))
     (folder / "config.json").write_text("{")
-    assert "JSONDecodeError" in str(_conversion_problem(folder))
+    assert "JSONDecodeError" in str(conversion_problem(folder))
     (folder / CONVERSION_FILE).unlink()  # a folder some other tool left behind
-    assert _conversion_problem(folder) is not None
+    assert conversion_problem(folder) is not None
 
 
 def test_a_converted_folder_with_a_flipped_byte_fails_its_checksum(tiny_causal_dir, tmp_path):
@@ -204,20 +204,20 @@ def test_a_converted_folder_with_a_flipped_byte_fails_its_checksum(tiny_causal_d
     import json
     import shutil
 
-    from ragdistill.models.lm import CONVERSION_FILE, _conversion_problem
+    from ragdistill.models.gguf_conversion import CONVERSION_FILE, conversion_problem
     from ragdistill.utils.manifest import write_manifest
 
     folder = tmp_path / "converted"
     shutil.copytree(tiny_causal_dir, folder)
     files = {p.name: p.stat().st_size for p in folder.iterdir()}
     (folder / CONVERSION_FILE).write_text(json.dumps({"source": "x.gguf", "files": files}))
-    write_manifest(folder)  # what _convert_gguf writes last
-    assert _conversion_problem(folder) is None
+    write_manifest(folder)  # what convert_gguf writes last
+    assert conversion_problem(folder) is None
     weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert "model.safetensors fails its checksum" in str(_conversion_problem(folder))
+    assert "model.safetensors fails its checksum" in str(conversion_problem(folder))
 
 
 @pytest.mark.slow

