@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,7 @@ def test_deleted_manifest_of_a_new_format_dir_is_an_interrupted_save(tmp_path: P
     _save(out, shards=2)
     (out / MANIFEST_FILE).unlink()
 
-    with pytest.raises(CorruptIndexError, match=rf"{MANIFEST_FILE} is missing .*save that wrote it was interrupted"):
+    with pytest.raises(CorruptIndexError, match=rf"{MANIFEST_FILE} is missing beside .*an interrupted save"):
         FaissIndex.load(out)
 
 
@@ -187,52 +186,24 @@ def test_manifest_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shards", [1, 3])
-def test_old_format_dir_loads_with_a_warning(tmp_path: Path, shards: int, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dir_without_a_manifest_is_refused_with_the_rebuild_hint(tmp_path: Path, shards: int) -> None:
+    """An interrupted save or a save from before manifests: the files cannot be checked, so nothing is read."""
     out = tmp_path / "idx"
-    index = _save(out, shards=shards)
+    _save(out, shards=shards)
     _to_old_format(out)
-    _, q, _ = _data()
 
-    with caplog.at_level(logging.WARNING, logger="ragdistill.index.faiss_index"):
-        loaded = FaissIndex.load(out)
-
-    assert f"has no {MANIFEST_FILE}" in caplog.text and "cannot be checked" in caplog.text
-    assert str(out) in caplog.text
-    want_scores, want_ids = index.search(q, 10)
-    got_scores, got_ids = loaded.search(q, 10)
-    assert got_ids == want_ids
-    np.testing.assert_array_equal(got_scores, want_scores)
-
-
-def test_old_format_dir_missing_a_shard_is_named(tmp_path: Path) -> None:
-    out = tmp_path / "idx"
-    _save(out, shards=3)
-    _to_old_format(out)
-    (out / SHARD_1).unlink()
-
-    with pytest.raises(CorruptIndexError, match=rf"missing {SHARD_1} .*delete .* and rebuild it"):
+    with pytest.raises(CorruptIndexError, match=rf"{MANIFEST_FILE} is missing beside .*delete .* and rebuild it"):
         FaissIndex.load(out)
-
-
-def test_resaving_an_old_format_dir_adds_a_manifest(tmp_path: Path) -> None:
-    out = tmp_path / "idx"
-    _save(out)
-    _to_old_format(out)
-
-    FaissIndex.load(out).save(out)
-
-    assert sorted(_manifest(out)["files"]) == sorted([INDEX_FILE, IDS_FILE, META_FILE])
-    assert len(FaissIndex.load(out)) == 400
 
 
 @pytest.mark.parametrize("fail_at", [MANIFEST_FILE, META_FILE, IDS_FILE, SHARD_1])
 def test_interrupted_resave_never_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> None:
     out = tmp_path / "idx"
     _save(out, shards=3)  # a good earlier save in the same folder
-    real_write = faiss_index._atomic_write
+    real_write = faiss_index.atomic_write_with
 
     def interrupted(path: Path, write: Any) -> None:
-        if path.name == fail_at:
+        if Path(path).name == fail_at:
             raise KeyboardInterrupt
         real_write(path, write)
 
@@ -243,7 +214,8 @@ def test_interrupted_resave_never_loads(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         real_write_text(path, text)
 
-    monkeypatch.setattr(faiss_index, "_atomic_write", interrupted)
+    monkeypatch.setattr(faiss_index, "atomic_write_with", interrupted)  # the shards
+    monkeypatch.setattr(faiss_index, "atomic_write_text", interrupted_text)  # ids.json, meta.json
     monkeypatch.setattr(manifest_module, "atomic_write_text", interrupted_text)  # the manifest's own writer
     with pytest.raises(KeyboardInterrupt):
         _save(out, shards=3)

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import faiss
 import numpy as np
 
+from ragdistill.utils.atomic import atomic_write_text, atomic_write_with
 from ragdistill.utils.constraints import PositiveInt
 from ragdistill.utils.manifest import (
     MANIFEST_FILE,
@@ -45,7 +46,7 @@ SHARD_FILE = "index-{:05d}.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
 FORMAT_VERSION = 2
-"""Version in ``meta.json``. 1: no manifest (still loaded, unverified, with a warning); 2: with a manifest."""
+"""Version in ``meta.json``. 2: saved with a manifest (version 1, without one, is no longer read)."""
 _REBUILD_HINT = (
     "rerun the command that wrote it, or build it with FaissIndex.build(...) and FaissIndex.save(...) "
     "(the pipeline's evaluation writes <run_dir>/index)"
@@ -235,8 +236,8 @@ class FaissIndex:
         for name in (MANIFEST_FILE, META_FILE):
             (out / name).unlink(missing_ok=True)
         for name, part in zip(files, self._parts, strict=True):
-            _atomic_write(out / name, _index_writer(part))
-        _atomic_write(out / IDS_FILE, lambda tmp: tmp.write_text(json.dumps(self._ids), encoding="utf-8"))
+            atomic_write_with(out / name, _index_writer(part))
+        atomic_write_text(out / IDS_FILE, json.dumps(self._ids))
         meta = {
             "format_version": FORMAT_VERSION,
             "dim": int(index.d),
@@ -244,7 +245,7 @@ class FaissIndex:
             "files": files,
             **self._params(),
         }
-        _atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+        atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
         write_manifest(out, (*files, IDS_FILE, META_FILE))
         for stale in {*out.glob("index*.faiss")} - {out / name for name in files}:  # an earlier save's shards
             stale.unlink()
@@ -256,9 +257,8 @@ class FaissIndex:
         """Read an index written by :meth:`save`, after checking every file against ``manifest.json``.
 
         Each file the manifest lists must exist with its recorded byte count and sha256 (streamed, so a
-        multi-GB index is hashed in constant memory) before any is read. A directory saved before manifests
-        existed (``meta.json`` format version 1, no manifest) still loads, with a warning that its files
-        cannot be verified.
+        multi-GB index is hashed in constant memory) before any is read; a directory without a manifest is
+        refused (an interrupted save, or an index saved before manifests existed: rebuild it).
 
         Raises:
             FileNotFoundError: If ``directory`` holds no index files at all.
@@ -271,7 +271,7 @@ class FaissIndex:
         if (src / MANIFEST_FILE).is_file():
             _verify_manifest(src)
         else:
-            _check_unverifiable(src)
+            _refuse_unverifiable(src)
         meta: Any = _read_json(src / META_FILE)
         files = meta.get("files", [INDEX_FILE]) if isinstance(meta, dict) else [INDEX_FILE]
         if not isinstance(files, list) or not files or any(not isinstance(f, str) or Path(f).name != f for f in files):
@@ -423,31 +423,12 @@ def _add_in_chunks(index: Any, x: np.ndarray) -> None:
 
 
 def _index_writer(index: Any) -> Callable[[Path], None]:
-    """``write(path)`` for :func:`_atomic_write`, writing ``index``."""
+    """``write(path)`` for :func:`~ragdistill.utils.atomic.atomic_write_with`, writing ``index``."""
 
     def write(path: Path) -> None:
         faiss.write_index(index, str(path))
 
     return write
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)``, fsync the temporary file and rename it onto ``path``.
-
-    The fsync makes the content durable before the rename, so the manifest (written last) never outlives
-    the files it describes after a crash.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _corrupt(src: Path, problem: str) -> CorruptIndexError:
@@ -469,34 +450,18 @@ def _verify_manifest(src: Path) -> None:
         raise _corrupt(src, f"{META_FILE} names {', '.join(unlisted)}, which {MANIFEST_FILE} does not list")
 
 
-def _check_unverifiable(src: Path) -> None:
-    """Judge a directory without a manifest: old format (warn and go on), interrupted save or no index (raise)."""
-    if not (src / META_FILE).is_file():
-        present = sorted(p.name for p in src.glob("*") if p.name == IDS_FILE or p.suffix == ".faiss")
-        if not present:
-            raise FileNotFoundError(
-                f"no faiss index in {src}: expected {MANIFEST_FILE}, {META_FILE}, {IDS_FILE} and "
-                f"{INDEX_FILE} (or index-NNNNN.faiss shards), as written by FaissIndex.save"
-            )
-        raise _corrupt(
-            src,
-            f"{MANIFEST_FILE} and {META_FILE} are missing beside {', '.join(present)} "
-            "(an interrupted save, or deleted files)",
+def _refuse_unverifiable(src: Path) -> None:
+    """A directory without a manifest: no index there, or one that cannot be trusted (raise either way)."""
+    present = sorted(p.name for p in src.glob("*") if p.name in (IDS_FILE, META_FILE) or p.suffix == ".faiss")
+    if not present:
+        raise FileNotFoundError(
+            f"no faiss index in {src}: expected {MANIFEST_FILE}, {META_FILE}, {IDS_FILE} and "
+            f"{INDEX_FILE} (or index-NNNNN.faiss shards), as written by FaissIndex.save"
         )
-    meta = _read_json(src / META_FILE)
-    version = meta.get("format_version", 1) if isinstance(meta, dict) else 1
-    if not isinstance(version, int) or version >= 2:
-        raise _corrupt(
-            src,
-            f"{MANIFEST_FILE} is missing but {META_FILE} has format version {version!r}, which is always saved "
-            "with one: the save that wrote it was interrupted (or the manifest was deleted)",
-        )
-    logger.warning(
-        "Faiss index %s has no %s (saved by an older ragdistill, format version %s): its files cannot be checked "
-        "for truncation or corruption. Save it again (or rebuild it) to add one.",
+    raise _corrupt(
         src,
-        MANIFEST_FILE,
-        version,
+        f"{MANIFEST_FILE} is missing beside {', '.join(present)} (an interrupted save, deleted files, or an index "
+        "saved before manifests existed): its files cannot be checked",
     )
 
 

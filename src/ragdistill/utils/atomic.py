@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 _DEFAULT_MODE = 0o644
@@ -23,18 +24,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path: The file to write; an existing file keeps its permission bits.
         data: The complete new content.
     """
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Replace ``path`` with what ``write(temp_path)`` writes, atomically: for writers that take a path.
+
+    ``faiss.write_index`` and ``save_pretrained``-style functions write to a path of their own choosing; the
+    temp file is fsynced before the rename, so a manifest written last never outlives the files it lists.
+
+    Args:
+        path: The file to write; an existing file keeps its permission bits.
+        write: Writes the complete new content to the path it is given.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = _DEFAULT_MODE
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        with tmp.open("rb") as written:
+            os.fsync(written.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
