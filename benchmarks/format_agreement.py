@@ -24,13 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import ir_datasets
 from hydra import compose, initialize_config_dir
-from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
-from ir_datasets.util import LocalDownload
 
 from ragdistill.data.convert import WRITERS, tsv_safe
 from ragdistill.data.fixture import load_fixture
+from ragdistill.data.irds import register_msmarco_layout
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.data.squad import load_squad_open
 from ragdistill.pipeline import evaluate
@@ -47,20 +45,6 @@ SOURCES: dict[str, tuple[str, Callable[[], RetrievalData]]] = {
 GOLD = ["gold/recall@1", "gold/recall@5", "gold/recall@20", "gold/mrr@10", "gold/ndcg@10"]
 HEADERS = ["R@1", "R@5", "R@20", "MRR@10", "nDCG@10"]
 TOLERANCE = 1e-9
-
-
-def register_ir_datasets(dataset_id: str, folder: Path) -> list[str]:
-    """Register converter-written MS MARCO files as an ``ir_datasets`` id; return the overrides that load it."""
-    if dataset_id not in ir_datasets.registry._registered:
-        ir_datasets.registry.register(
-            dataset_id,
-            ir_datasets.Dataset(
-                TsvDocs(LocalDownload(folder / "collection.tsv")),
-                TsvQueries(LocalDownload(folder / "queries.dev.tsv")),
-                TrecQrels(LocalDownload(folder / "qrels.dev.tsv"), {1: "relevant"}),
-            ),
-        )
-    return ["data=ir_datasets", f"data.id={dataset_id}"]
 
 
 def evaluate_format(overrides: list[str], run_dir: Path) -> dict[str, float]:
@@ -87,8 +71,10 @@ def measure(source: str, work: Path) -> dict[str, Any]:
         overrides = writer(data, work / source / fmt)
         rows[fmt] = evaluate_format(overrides, work / source / f"{fmt}_run")
         if fmt == "msmarco":
-            irds = register_ir_datasets(f"ragdistill-agreement/{source}", work / source / fmt)
-            rows["ir_datasets"] = evaluate_format(irds, work / source / "ir_datasets_run")
+            dataset_id = register_msmarco_layout(f"ragdistill-agreement/{source}", work / source / fmt)
+            rows["ir_datasets"] = evaluate_format(
+                ["data=ir_datasets", f"data.id={dataset_id}"], work / source / "ir_datasets_run"
+            )
     return {
         "description": SOURCES[source][0],
         "passages": len(data.corpus),

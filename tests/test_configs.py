@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import Logger
 from ragdistill.cli import CONFIG_PATH
 from ragdistill.config_check import check_config
 from ragdistill.data.fixture import fixture_dir
+from ragdistill.data.irds import register_msmarco_layout
 
 CONF = Path(CONFIG_PATH)
 
@@ -47,6 +48,14 @@ def test_data_options(compose_cfg, option):
             f"data.passages_path={FIXTURES / 'dpr' / 'psgs_w100.tsv'}",
             f"data.eval_path={FIXTURES / 'dpr' / 'test.qa.csv'}",
         ],
+        # the fixture's JSONL files read as datasets tables by the json builder
+        "hf": [
+            "data.corpus.path=json",
+            f"data.corpus.data_files={fixture / 'corpus.jsonl'}",
+            "data.eval_questions.path=json",
+            f"data.eval_questions.data_files={fixture / 'eval.jsonl'}",
+        ],
+        "ir_datasets": [f"data.id={register_msmarco_layout('ragdistill-fixture/msmarco/dev', FIXTURES / 'msmarco')}"],
     }.get(option, [])
     data = instantiate(compose_cfg("config", [f"data={option}", *extra]).data)
     assert data.corpus and data.eval

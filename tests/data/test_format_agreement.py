@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import ir_datasets
 import pytest
 from hydra.utils import instantiate
-from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
-from ir_datasets.util import LocalDownload
 
 from ragdistill.data.convert import WRITERS, tsv_safe
 from ragdistill.data.fixture import load_fixture
+from ragdistill.data.irds import register_msmarco_layout
 from ragdistill.data.schemas import RetrievalData
 
 KEEPS_ANSWERS = {"jsonl", "dpr", "hf"}
@@ -34,19 +32,6 @@ def source() -> RetrievalData:
 def _load(compose_at, tmp: Path, overrides: list[str]) -> RetrievalData:
     cfg = compose_at("config", overrides, tmp / "run")
     return instantiate(cfg.data)
-
-
-def register_msmarco(dataset_id: str, folder: Path) -> None:
-    """Register MS MARCO files written by the converter as an ``ir_datasets`` id (how a local collection is added)."""
-    if dataset_id not in ir_datasets.registry._registered:
-        ir_datasets.registry.register(
-            dataset_id,
-            ir_datasets.Dataset(
-                TsvDocs(LocalDownload(folder / "collection.tsv")),
-                TsvQueries(LocalDownload(folder / "queries.dev.tsv")),
-                TrecQrels(LocalDownload(folder / "qrels.dev.tsv"), {1: "relevant"}),
-            ),
-        )
 
 
 def _view(data: RetrievalData, fmt: str) -> dict[str, Any]:
@@ -71,7 +56,7 @@ def test_each_format_reads_back_the_data_it_was_written_from(fmt, source, tmp_pa
     writer = WRITERS["msmarco" if fmt == "ir_datasets" else fmt]
     overrides = writer(source, tmp_path / fmt)
     if fmt == "ir_datasets":
-        register_msmarco(f"ragdistill-agreement/{tmp_path.name}", tmp_path / fmt)
+        register_msmarco_layout(f"ragdistill-agreement/{tmp_path.name}", tmp_path / fmt)
         overrides = ["data=ir_datasets", f"data.id=ragdistill-agreement/{tmp_path.name}"]
     loaded = _load(compose_at, tmp_path, overrides)
     expected = _view(source, fmt)

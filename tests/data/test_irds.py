@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ir_datasets
 import pytest
 from hydra.utils import instantiate
-from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
-from ir_datasets.util import LocalDownload
 
 from ragdistill.config_check import check_config
 from ragdistill.data.errors import DataValidationError
-from ragdistill.data.irds import load_ir_datasets
+from ragdistill.data.irds import load_ir_datasets, register_msmarco_layout
 from ragdistill.data.msmarco import load_msmarco
 
 MSMARCO = Path(__file__).resolve().parents[1] / "fixtures" / "msmarco"
@@ -24,14 +21,7 @@ PREFIX = "ragdistill-fixture/msmarco"
 
 
 def _register(name: str, split: str, collection: Path = MSMARCO / "collection.tsv") -> None:
-    if name in ir_datasets.registry._registered:
-        return
-    dataset = ir_datasets.Dataset(
-        TsvDocs(LocalDownload(collection)),
-        TsvQueries(LocalDownload(MSMARCO / f"queries.{split}.tsv")),
-        TrecQrels(LocalDownload(MSMARCO / f"qrels.{split}.tsv"), {0: "not relevant", 1: "relevant"}),
-    )
-    ir_datasets.registry.register(name, dataset)
+    register_msmarco_layout(name, MSMARCO, split, collection)
 
 
 @pytest.fixture(scope="module", autouse=True)

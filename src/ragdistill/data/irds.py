@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ragdistill.data.beir import graded_questions
@@ -60,6 +61,32 @@ def load_ir_datasets(
         train = read_questions(train_id, open_dataset(train_id), corpus_ids)
     warn_on_shared_ids(train, evaluation)
     return assemble_data(name or id, corpus, train, evaluation, n_train, n_eval, seed)
+
+
+def register_msmarco_layout(dataset_id: str, folder: Path, split: str = "dev", collection: Path | None = None) -> str:
+    """Register local files in the MS MARCO layout as an ``ir_datasets`` id (once per process); return the id.
+
+    How a collection ``ir_datasets`` does not know (one's own, or a converted one) becomes loadable by id:
+    ``collection.tsv``, ``queries.<split>.tsv`` and ``qrels.<split>.tsv`` (TREC qrels) in ``folder``.
+
+    Args:
+        dataset_id: The id to register (``my-org/my-collection/dev``).
+        folder: The folder holding the files.
+        split: Which queries and qrels files.
+        collection: Another passages file than ``folder/collection.tsv``.
+    """
+    import ir_datasets
+    from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
+    from ir_datasets.util import LocalDownload
+
+    if dataset_id not in ir_datasets.registry._registered:
+        parts = (
+            TsvDocs(LocalDownload(collection or folder / "collection.tsv")),
+            TsvQueries(LocalDownload(folder / f"queries.{split}.tsv")),
+            TrecQrels(LocalDownload(folder / f"qrels.{split}.tsv"), {0: "not relevant", 1: "relevant"}),
+        )
+        ir_datasets.registry.register(dataset_id, ir_datasets.Dataset(*parts))
+    return dataset_id
 
 
 def open_dataset(dataset_id: str) -> Any:
