@@ -129,7 +129,7 @@ def no_work(monkeypatch):
     ("override", "message"),
     [
         ("evaluation.ks=[0]", r"^evaluation\.ks must be"),
-        ("evaluation.depth=0", r"^evaluation\.depth must be"),
+        ("evaluation.depth=0", r"^evaluation\.depth=0 \(int\) does not fit .*EvaluationSettings: expected int >= 1$"),
         ("evaluation.fusion=nope", r"^evaluation\.fusion must be one of"),
         ("evaluation.ks=[5,200]", r"goes beyond evaluation\.depth=100.*raise evaluation\.depth to 200"),
         ("evaluation.encode_quantize=int4", r"evaluation\.encode_quantize"),
