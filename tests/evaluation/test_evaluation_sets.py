@@ -61,6 +61,8 @@ def test_each_set_writes_its_runs_qrels_and_plot_beside_the_main_ones(fixture_wi
     assert {"test.run", "gold.qrels", "beir.run", "beir_bm25.run", "beir_gold.qrels"} <= runs
     assert (run_dir / "recall_at_k_beir.png").stat().st_size > 0
     assert json.loads((run_dir / "metrics.json").read_text())["beir/gold/ndcg@10"] == metrics["beir/gold/ndcg@10"]
+    dashboard = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")  # what loggers received
+    assert {"beir/gold/ndcg@10", "beir_bm25/gold/recall@5", "test/gold/recall@5"} <= set(dashboard)
     qids = {line.split()[0] for line in (run_dir / "runs" / "beir.run").read_text().splitlines()}
     assert qids == {line.split()[0] for line in (run_dir / "runs" / "beir_gold.qrels").read_text().splitlines()}
 
