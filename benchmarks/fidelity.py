@@ -177,8 +177,17 @@ def verdict(record: dict[str, Any]) -> str:
     def significant(form: str, other: str) -> list[str]:
         return [h for m, h in zip(METRICS, HEADERS, strict=True) if p.get(form, {}).get(other, {}).get(m, 1.0) < 0.05]
 
+    metrics = record["metrics"]
+    direction = {
+        h: "up" if metrics["paper"][m] > metrics.get("earlier", {}).get(m, 0.0) else "down"
+        for m, h in zip(METRICS, HEADERS, strict=True)
+    }
     forms = significant("paper", "earlier")
-    moved = f"The fix moved {', '.join(forms)} significantly" if forms else "The fix moved no figure significantly"
+    moved = (
+        f"The fix moved {', '.join(f'{h} {direction[h]}' for h in forms)} significantly"
+        if forms
+        else "The fix moved no figure significantly"
+    )
     against = [
         f"the {form} form differs from the untrained MiniLM in {', '.join(found)}"
         for form in ("paper", "earlier")
