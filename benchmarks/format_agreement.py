@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -34,6 +35,17 @@ from ragdistill.data.squad import load_squad_open
 from ragdistill.pipeline import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def measured_on() -> str:
+    """When, at which commit and on how many CPUs: the header every results file carries."""
+    import datetime
+    import os
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return f"{datetime.date.today().isoformat()}, commit {commit.strip() or 'unknown'}, {os.cpu_count()} CPUs"
+
+
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCES: dict[str, tuple[str, Callable[[], RetrievalData]]] = {
     "fixture": ("the shipped fixture: 211 passages, 60 eval questions", load_fixture),
@@ -81,6 +93,7 @@ def measure(source: str, work: Path) -> dict[str, Any]:
         "questions": len(data.eval),
         "tsv_changed": changed,
         "formats": rows,
+        "measured": measured_on(),
     }
 
 
@@ -107,14 +120,17 @@ def render(records: dict[str, dict[str, Any]]) -> str:
         "",
     ]
     for record in records.values():
+        measured = f"; measured {record['measured']}" if "measured" in record else ""
         lines += [
-            f"**{record['description']}** ({record['tsv_changed']} texts made TSV-safe before writing every format)",
+            f"**{record['description']}** ({record['tsv_changed']} texts made TSV-safe before writing every format"
+            f"{measured})",
             "",
             "| format | passages | questions | load s | " + " | ".join(HEADERS) + " | answer R@5 | max abs Δ |",
             "|---|---|---|---|" + "---|" * len(HEADERS) + "---|---|",
         ]
         reference = record["formats"]["jsonl"]
-        for fmt, metrics in record["formats"].items():
+        order = [*WRITERS, "ir_datasets"]  # the reference (jsonl) first, as measured
+        for fmt, metrics in sorted(record["formats"].items(), key=lambda item: order.index(item[0])):
             gap = max(abs(metrics[f"test/{key}"] - reference[f"test/{key}"]) for key in GOLD)
             answer = metrics.get("test/answer/recall@5")
             cells = [f"{metrics[f'test/{key}']:.4f}" for key in GOLD]
@@ -129,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(SOURCES))
     parser.add_argument("--work", type=Path, default=None, help="where the converted files go (default: a temp dir)")
+    parser.add_argument("--render", action="store_true", help="only rebuild the Markdown from the JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     results_json = RESULTS / "format_agreement.json"
     records = json.loads(results_json.read_text()) if results_json.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        for source in args.sources:
+        for source in [] if args.render else args.sources:
             records[source] = measure(source, work)
     records = {source: records[source] for source in SOURCES if source in records}
     results_json.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
