@@ -140,7 +140,7 @@ def test_chat_wrap(tiny_causal_dir, make_bert_tokenizer):
 
 @pytest.mark.slow
 def test_packaged_smollm2_converts_once_and_answers(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="ragdistill.models.lm")
+    caplog.set_level(logging.INFO, logger="ragdistill.models")  # the LM and its GGUF conversion
     start = time.perf_counter()
     lm = LanguageModel("packaged:SmolLM2-135M-Instruct", cache_dir=str(tmp_path))
     assert not lm.is_encoder_decoder
@@ -170,7 +170,7 @@ def test_corrupt_converted_folder_is_converted_again(tmp_path, caplog):
     size = weights.stat().st_size
     with weights.open("r+b") as handle:
         handle.truncate(size // 2)
-    caplog.set_level(logging.INFO, logger="ragdistill.models.lm")
+    caplog.set_level(logging.INFO, logger="ragdistill.models")  # the LM and its GGUF conversion
     lm = LanguageModel("packaged:SmolLM2-135M-Instruct", cache_dir=str(tmp_path))
     assert lm.model.config.num_hidden_layers == 30
     assert f"<{folder}> is incomplete or corrupt" in caplog.text and "Converting" in caplog.text
