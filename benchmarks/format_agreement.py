@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from environment import measured_on  # benchmarks/, run as a script
 from hydra import compose, initialize_config_dir
 
 from ragdistill.data.convert import WRITERS, tsv_safe
@@ -35,15 +35,6 @@ from ragdistill.data.squad import load_squad_open
 from ragdistill.pipeline import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def measured_on() -> str:
-    """When, at which commit and on how many CPUs: the header every results file carries."""
-    import datetime
-    import os
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return f"{datetime.date.today().isoformat()}, commit {commit.strip() or 'unknown'}, {os.cpu_count()} CPUs"
 
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -23,19 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from environment import measured_on  # benchmarks/, run as a script
+
 from ragdistill.data.convert import WRITERS
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def measured_on() -> str:
-    """When, at which commit and on how many CPUs: the header every results file carries."""
-    import datetime
-    import os
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return f"{datetime.date.today().isoformat()}, commit {commit.strip() or 'unknown'}, {os.cpu_count()} CPUs"
 
 
 RESULTS = ROOT / "benchmarks" / "results"

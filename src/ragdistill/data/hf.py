@@ -15,6 +15,7 @@ bring the data set onto disk.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -87,17 +88,13 @@ class TableSource:
         qrels = settings.pop("qrels", None)
         parsed = cls(**{**settings, "path": str(settings["path"]), "columns": dict(settings.get("columns") or {})})
         if qrels is not None:
-            parsed = _replace_qrels(parsed, cls.parse(qrels, f"{where}.qrels", takes_qrels=False))
+            parsed = dataclasses.replace(parsed, qrels=cls.parse(qrels, f"{where}.qrels", takes_qrels=False))
         return parsed
 
     def describe(self) -> str:
         """``mteb/scifact (corpus, split corpus)``: how messages name the table."""
         name = f"{self.name}, " if self.name else ""
         return f"{self.path} ({name}split {self.split})"
-
-
-def _replace_qrels(source: TableSource, qrels: TableSource) -> TableSource:
-    return TableSource(source.path, source.name, source.split, source.data_files, source.columns, qrels)
 
 
 def load_hf(
