@@ -155,3 +155,20 @@ def test_a_gpu_trainer_is_refused_where_torch_sees_no_gpu(compose_cfg, monkeypat
     check_accelerator(compose_cfg("config", ["trainer=cpu"]))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_accelerator(compose_cfg("config", ["trainer=gpu"]))
+
+
+def test_a_callback_watching_validation_needs_a_validation_split(compose_cfg):
+    """ModelCheckpoint on val/loss with val_size=0 never sees its metric: refused before any work, not warned after."""
+    from ragdistill.config_check import check_monitors
+
+    check_monitors(compose_cfg("config", ["callbacks=checkpoints"]))  # val_size 100: fine
+    check_monitors(compose_cfg("config", ["datamodule.val_size=0"]))  # no checkpoint callback by default
+    with pytest.raises(ConfigError, match=r"^callbacks\.model_checkpoint\.monitor='val/loss': datamodule\.val_size=0"):
+        check_monitors(compose_cfg("config", ["callbacks=checkpoints", "datamodule.val_size=0"]))
+
+
+def test_callbacks_checkpoints_adds_only_the_model_checkpoint(compose_cfg):
+    default, checkpoints = compose_cfg("config").callbacks, compose_cfg("config", ["callbacks=checkpoints"]).callbacks
+    assert "model_checkpoint" not in default
+    assert set(checkpoints) - set(default) == {"model_checkpoint"}
+    assert checkpoints.model_checkpoint.save_weights_only is True

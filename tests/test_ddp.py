@@ -188,6 +188,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, ti
         "data=fixture",
         "experiment=fixture_smoke",
         "trainer=ddp",
+        "callbacks=checkpoints",  # rank 0 alone writes the checkpoint
         f"retriever.path={tiny_encoder_dir}",
         "teacher=lm_likelihood",
         "lm=hf",

@@ -41,8 +41,14 @@ def test_run_dir_holds_every_artifact(trained):
     assert diagnostics["val/teacher_student_spearman"]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["torch"].startswith("2.13.0") and "commit" in info["git"]
-    assert list((run_dir / "checkpoints").glob("*.ckpt"))
     assert len(FaissIndex.load(run_dir / "index")) == 211
+
+
+def test_the_run_keeps_one_copy_of_its_weights(trained):
+    """retriever/ is the run's weights; no Lightning checkpoint beside it (callbacks=checkpoints adds one)."""
+    run_dir, _, _ = trained
+    weights = [p for p in run_dir.rglob("*") if p.suffix in {".ckpt", ".safetensors", ".bin", ".pt"}]
+    assert [p.relative_to(run_dir).as_posix() for p in weights] == ["retriever/model.safetensors"]
 
 
 def test_metrics_are_probabilities_with_every_family(trained):

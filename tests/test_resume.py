@@ -229,7 +229,7 @@ def test_ckpt_path_of_a_full_checkpoint_is_resumed_by_lightning(tmp_path):
 
 
 def test_ckpt_path_starts_training_from_a_runs_checkpoint(compose_cfg, tiny_encoder_dir, monkeypatch, tmp_path):
-    """A finished run's ``checkpoints/*.ckpt`` (weights only) given as ``ckpt_path=``: the next fit starts from it."""
+    """A run's ``checkpoints/*.ckpt`` (``callbacks=checkpoints``, weights only) as ``ckpt_path=``: fit starts there."""
     import pytorch_lightning as pl
     import torch
 
@@ -241,6 +241,7 @@ def test_ckpt_path_starts_training_from_a_runs_checkpoint(compose_cfg, tiny_enco
         "data.n_train=24",
         "datamodule.val_size=8",
         "evaluate=false",
+        "callbacks=checkpoints",
         "~callbacks.progress_bar",
     ]
     _, first = pipeline.train(compose_cfg("config", tiny))

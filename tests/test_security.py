@@ -471,6 +471,7 @@ def probe(tmp_path_factory, compose_at, tiny_encoder_dir) -> Iterator[ProbeRun]:
             "loss=listmle",
             f"datamodule.group_size={K}",
             "datamodule.val_size=8",
+            "callbacks=checkpoints",
             "evaluation.bm25_baseline=false",
             LOGGERS,
         ]

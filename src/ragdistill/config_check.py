@@ -337,9 +337,33 @@ def check_checkpoint(cfg: DictConfig) -> None:
         return
     if not Path(str(path)).is_file():
         raise ConfigError(
-            f"ckpt_path={path!r}: no such checkpoint file; give a Lightning .ckpt "
-            "(e.g. <run_dir>/checkpoints/*.ckpt) or leave ckpt_path=null to train from the backbone"
+            f"ckpt_path={path!r}: no such checkpoint file; give a Lightning .ckpt (a run trained with "
+            "callbacks=checkpoints keeps one in <run_dir>/checkpoints/), start from a finished run's weights "
+            "with retriever.path=<run_dir>/retriever, or leave ckpt_path=null to train from the backbone"
         )
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """Refuse a callback that watches a ``val/`` metric when no validation split is held out.
+
+    Lightning would only warn, after training, that ModelCheckpoint or EarlyStopping never saw its metric.
+
+    Raises:
+        ConfigError: Naming the callback's key and the two ways out.
+    """
+    callbacks, datamodule = cfg.get("callbacks"), cfg.get("datamodule")
+    if not isinstance(callbacks, DictConfig) or not isinstance(datamodule, DictConfig):
+        return
+    if datamodule.get("val_size", 0):
+        return
+    for key, callback in callbacks.items():
+        name = str(key)
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor!r}: datamodule.val_size=0 holds out no validation questions; "
+                f"set datamodule.val_size > 0 or drop the callback (~callbacks.{name})"
+            )
 
 
 def check_optimized_metric(cfg: DictConfig) -> None:
@@ -367,7 +391,8 @@ def check_run(cfg: DictConfig) -> None:
     """Everything that can be known wrong with a run before it loads data: one line for the first problem.
 
     Missing values (all named), top-level keys nothing reads, every object's keys, types and limits
-    (:func:`check_config`), an accelerator that is not there, a checkpoint that is not there, the evaluation
+    (:func:`check_config`), an accelerator that is not there, a checkpoint that is not there, a callback
+    watching a validation metric no run of this config makes, the evaluation
     settings and the metric a sweep optimises.
 
     Raises:
@@ -379,6 +404,7 @@ def check_run(cfg: DictConfig) -> None:
     _check_value("teacher_shard_passages", cfg.get("teacher_shard_passages", 1), PositiveInt, "the run settings")
     check_accelerator(cfg)
     check_checkpoint(cfg)
+    check_monitors(cfg)
     if cfg.get("evaluate", True) and isinstance(cfg.get("evaluation"), DictConfig):
         from ragdistill.evaluation.retrieval import check_evaluation_settings
 

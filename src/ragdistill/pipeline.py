@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from ragdistill.candidates.base import CandidateGenerator
@@ -278,7 +279,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         instantiate_group(cfg.get("callbacks")) + teacher.training_callbacks(data) + ([resume] if resume else [])
     )
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"))
-    trainer: pl.Trainer = _build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, precision=precision)
+    trainer: pl.Trainer = _build(
+        cfg,
+        "trainer",
+        logger=loggers or False,
+        callbacks=callbacks,
+        precision=precision,
+        # Lightning would add its own checkpoint (weights and optimizer) without one in callbacks: a second
+        # and third copy of the weights beside retriever/
+        enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
+    )
     skip_nan_fill()  # trainer.deterministic stays; torch's NaN fill of new tensors was the largest cost in it
     if teacher.scores_on_every_rank:  # trainer=ddp: the teacher's LM passes are split over the ranks too
         start_processes(trainer)

@@ -176,8 +176,8 @@ def start_from(module: pl.LightningModule, ckpt_path: str | Path | None) -> Path
     """Where ``Trainer.fit`` should resume from, given the user's ``ckpt_path`` (None: train from the start).
 
     A full Lightning checkpoint (optimizer state, loop position) resumes the run it came from: its path is
-    returned for ``fit(ckpt_path=...)``. A weights-only one (the default ``checkpoints/*.ckpt`` of a run,
-    ``save_weights_only``) has nothing to resume, and Lightning would refuse it; its weights are loaded
+    returned for ``fit(ckpt_path=...)``. A weights-only one (``checkpoints/*.ckpt`` of a run trained with
+    ``callbacks=checkpoints``) has nothing to resume, and Lightning would refuse it; its weights are loaded
     into ``module`` here and training starts from them.
     """
     if ckpt_path is None:
