@@ -104,6 +104,24 @@ def test_a_data_error_inside_hydras_instantiate_is_its_own_line(tmp_path):
     assert "InstantiationException" not in done.stderr and "Traceback" not in done.stderr + done.stdout
 
 
+def test_cut_offs_beyond_the_corpus_are_one_line_before_training(tmp_path):
+    """Three passages and the default ks up to 100: recall@5 would be 1 for any retriever; refused after loading."""
+    corpus, questions = tmp_path / "corpus.jsonl", tmp_path / "eval.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "text": f"passage {i}"}) + "\n" for i in range(3)))
+    questions.write_text(json.dumps({"id": "q1", "question": "?", "answers": ["a"], "positive_ids": ["p1"]}) + "\n")
+    done = _train(
+        "data=jsonl",
+        f"data.corpus_path={corpus}",
+        f"data.eval_path={questions}",
+        f"data.train_path={questions}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    line = _assert_one_line(done, "ConfigError: evaluation.ks=[1, 5, 20, 100]", "3 passages", data_loads=True)
+    assert "evaluation.ks=[1]" in line
+    assert "Instantiating retriever" not in done.stdout  # nothing built, nothing trained
+
+
 def test_hydra_full_error_shows_the_chain(tmp_path):
     done = _train(
         "evaluation.depth=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=ENV | {"HYDRA_FULL_ERROR": "1"}

@@ -25,7 +25,7 @@ from ragdistill.config_check import check_run
 from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
-from ragdistill.evaluation.retrieval import evaluate_retriever, needs_bm25, set_names
+from ragdistill.evaluation.retrieval import check_ks_fit_corpus, evaluate_retriever, needs_bm25, set_names
 from ragdistill.evaluation.teacher_quality import teacher_quality
 from ragdistill.loggers.dashboards import build_loggers, log_run_outputs
 from ragdistill.retriever.bi_encoder_module import BiEncoderModule
@@ -223,6 +223,10 @@ def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData, dict[str, 
     logger.info("Data: %s", data.summary())
     if evaluating and not data.eval:
         raise ConfigError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
+    if evaluating:
+        check_ks_fit_corpus(cfg.evaluation.ks, len(data.corpus), f"data {data.name!r}")
+        for name, extra in sets.items():
+            check_ks_fit_corpus(cfg.evaluation.ks, len(extra.corpus), f"evaluation.sets.{name}")
     return run_dir, timer, data, sets
 
 

@@ -89,6 +89,23 @@ def check_evaluation_settings(cfg: DictConfig) -> None:
         )
 
 
+def check_ks_fit_corpus(ks: Sequence[int], corpus_size: int, where: str) -> None:
+    """Refuse cut-offs beyond the corpus: recall@100 of a 50-passage corpus is 1 for any retriever at all.
+
+    Called once the data is loaded, before any teacher or training work.
+
+    Raises:
+        ConfigError: Naming the cut-offs, the corpus size and ``where`` (the data or evaluation set).
+    """
+    beyond = [k for k in ks if k > corpus_size]
+    if beyond:
+        kept = [k for k in ks if k <= corpus_size]
+        raise ConfigError(
+            f"evaluation.ks={list(ks)}: {beyond} go beyond the {corpus_size} passages of {where}, where every "
+            f"question would count as found; drop them (evaluation.ks={kept or [1]})"
+        )
+
+
 def set_names(cfg: DictConfig) -> list[str]:
     """The names of the extra evaluation sets (``evaluation.sets``), in config order; none for older configs."""
     return [str(name) for name in (cfg.get("sets") or {})]
