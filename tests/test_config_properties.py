@@ -491,6 +491,7 @@ EARLY_FAILURES: dict[str, st.SearchStrategy[Any]] = {
     "evaluation.depth": st.integers(max_value=0),
     "evaluation.fusion": TEXT.filter(lambda text: text not in ("none", "rrf", "wsum")),
     "teacher_shard_passages": st.integers(max_value=0),
+    "teacher_save_every_passages": st.integers(max_value=0),
 }
 
 

@@ -155,6 +155,7 @@ def no_work(monkeypatch):
         ("datamodule.val_size=0", r"optimized_metric='val/gold/recall@5': .*no val/"),
         ("+ckpt_path2=x", r"reads no top-level key 'ckpt_path2'"),
         ("teacher_shard_passages=0", r"teacher_shard_passages=0 .*expected int >= 1"),
+        ("teacher_save_every_passages=0", r"teacher_save_every_passages=0 .*expected int >= 1 or None"),
         ("data=jsonl", r"mandatory values missing: data\.corpus_path, data\.eval_path"),
         ("retriever=hf", r"mandatory values missing: retriever\.path"),  # once silently the packaged MiniLM
         ("lm=hf", r"mandatory values missing: lm\.path"),

@@ -1,6 +1,7 @@
 """A run killed (SIGKILL, the worst case: no handler runs) loses at most the work since its last save.
 
-Killed during teacher scoring, the same command run again reuses the finished shards and scores the rest;
+Killed during teacher scoring, the same command run again reuses the finished shards, goes on inside the
+shard it was scoring from its progress file, and scores the rest;
 killed during training, it continues from the last resume checkpoint, mid-epoch; killed while the trained
 retriever indexes the corpus, it skips training (the checkpoint saved at the end of ``fit``) and indexes
 again. Each ends with the metrics of a run that was never interrupted.
@@ -43,8 +44,10 @@ def _command(tmp_path: Path, tiny_encoder_dir: Path, cache: str, run: str) -> li
     ]
 
 
-def _shards(cache: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in cache.glob("teacher_signals/*/shard-*.json")}
+def _shards(cache: Path, *, partial: bool = False) -> dict[str, bytes]:
+    """Finished shards (or the progress files of unfinished ones) by file name."""
+    files = cache.glob("teacher_signals/*/shard-*.json")
+    return {path.name: path.read_bytes() for path in files if path.name.endswith(".partial.json") == partial}
 
 
 def _kill_when(command: list[str], cwd: Path, ready: Callable[[], bool]) -> None:
@@ -69,13 +72,18 @@ def _finished(tmp_path: Path, command: list[str]) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_a_run_killed_during_teacher_scoring_finishes_like_an_uninterrupted_one(tmp_path, tiny_encoder_dir):
+    """Two shards of 240 passages, progress saved every 120: killed inside the second, after its first step."""
     command = _command(tmp_path, tiny_encoder_dir, "cache", "killed")
-    _kill_when(command, tmp_path, lambda: bool(_shards(tmp_path / "cache")))
-    assert len(_shards(tmp_path / "cache")) == 1  # killed while scoring the second shard
+    cache = tmp_path / "cache"
+    _kill_when(command, tmp_path, lambda: bool(_shards(cache)) and bool(_shards(cache, partial=True)))
+    assert len(_shards(cache)) == 1 and len(_shards(cache, partial=True)) == 1
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
     resumed = _finished(tmp_path, _command(tmp_path, tiny_encoder_dir, "cache", "resumed"))
     assert resumed["teacher/cache_shards_reused"] == 1 and resumed["teacher/cache_shards_scored"] == 1
+    logged = "".join(log.read_text() for log in (tmp_path / "resumed").glob("*.log"))
+    assert "going on after 30 of its 60 questions" in logged  # the second shard's first step was kept
+    assert not _shards(tmp_path / "cache", partial=True)
 
     uninterrupted = _finished(tmp_path, _command(tmp_path, tiny_encoder_dir, "fresh_cache", "uninterrupted"))
     assert uninterrupted["teacher/cache_shards_scored"] == 2

@@ -402,6 +402,9 @@ def check_run(cfg: DictConfig) -> None:
     check_top_level_keys(cfg)
     check_config(cfg)
     _check_value("teacher_shard_passages", cfg.get("teacher_shard_passages", 1), PositiveInt, "the run settings")
+    _check_value(
+        "teacher_save_every_passages", cfg.get("teacher_save_every_passages"), PositiveInt | None, "the run settings"
+    )
     check_accelerator(cfg)
     check_checkpoint(cfg)
     check_monitors(cfg)

@@ -37,7 +37,12 @@ from ragdistill.runtime.resume import ResumeCheckpoint, checkpoint_to_resume, fo
 from ragdistill.runtime.run_info import start_run
 from ragdistill.runtime.timing import StageTimer
 from ragdistill.teachers.base import DerivedTeacher, Teacher
-from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, SignalCache, score_with_cache
+from ragdistill.teachers.cache import (
+    DEFAULT_SAVE_EVERY_PASSAGES,
+    DEFAULT_SHARD_PASSAGES,
+    SignalCache,
+    score_with_cache,
+)
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.errors import ConfigError
 
@@ -92,7 +97,10 @@ def _cached_scores(
         parts = {"teacher": OmegaConf.to_container(teacher_cfg, resolve=True), **teacher.cache_identity()}
         cache = SignalCache.from_parts(Path(cfg.paths.cache_dir), parts)
     shard_passages = int(cfg.get("teacher_shard_passages", DEFAULT_SHARD_PASSAGES))
-    signals, stats = score_with_cache(teacher, questions, candidates, data, cache, shard_passages=shard_passages)
+    save_every = cfg.get("teacher_save_every_passages", DEFAULT_SAVE_EVERY_PASSAGES)
+    signals, stats = score_with_cache(
+        teacher, questions, candidates, data, cache, shard_passages=shard_passages, save_every=save_every
+    )
     return signals, stats.metrics() | teacher.metrics()
 
 

@@ -14,7 +14,14 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Passage, Question, RetrievalData
 from ragdistill.data.signal import NO_OPINION, TeacherSignal
 from ragdistill.teachers.base import Teacher
-from ragdistill.teachers.cache import DEFAULT_SHARD_PASSAGES, CacheStats, SignalCache, plan_shards, score_with_cache
+from ragdistill.teachers.cache import (
+    DEFAULT_SAVE_EVERY_PASSAGES,
+    DEFAULT_SHARD_PASSAGES,
+    CacheStats,
+    SignalCache,
+    plan_shards,
+    score_with_cache,
+)
 from ragdistill.teachers.gold import GoldTeacher
 from ragdistill.utils.cache_key import CACHE_FORMAT_VERSION, RUNTIME_KEYS, config_key
 
@@ -415,6 +422,79 @@ def test_bad_shard_passages_raise(tmp_path: Path):
 def test_the_run_config_shards_by_the_default_passages(compose_cfg):
     """``teacher_shard_passages`` defaults to 240: ~1 minute of LM scoring at ~4 passages/s on 2 CPU cores."""
     assert compose_cfg("config").teacher_shard_passages == DEFAULT_SHARD_PASSAGES == 240
+
+
+def _in_steps(teacher, cache, save_every=2, shard_passages=6):
+    """Ten questions judging 2 passages each: shards of 3 questions, steps of ``save_every // 2`` questions."""
+    data = _data()
+    return score_with_cache(
+        teacher, data.train, _candidates(), data, cache, shard_passages=shard_passages, save_every=save_every
+    )
+
+
+def test_a_shard_is_scored_in_steps_of_save_every_passages(tmp_path: Path):
+    teacher = JudgingTeacher()
+    signals, stats = _in_steps(teacher, _cache(tmp_path / "steps"), save_every=4)  # 2 questions a step
+    assert teacher.calls == [["q0", "q1"], ["q2"], ["q3", "q4"], ["q5"], ["q6", "q7"], ["q8"], ["q9"]]
+    assert stats.shards_scored == 4
+    whole, _ = _in_steps(JudgingTeacher(), _cache(tmp_path / "whole"), save_every=None)
+    assert_same_signals(signals, whole)
+    assert not list((tmp_path / "steps").rglob("*.partial.json"))  # finished shards leave no progress file
+
+
+def test_a_kill_inside_a_shard_loses_only_the_step_in_progress(tmp_path: Path):
+    """Killed in the 2nd step of the 2nd shard: the rerun scores only that step's questions and what follows."""
+    reference, _ = _in_steps(JudgingTeacher(), _cache(tmp_path / "reference"), save_every=2)
+    cache = _cache(tmp_path / "cache")
+    killed = JudgingTeacher(fail_on_call=5)  # calls: q0 q1 q2 (shard 1), q3, then q4 crashes
+    with pytest.raises(RuntimeError, match="teacher crashed"):
+        _in_steps(killed, cache, save_every=2)
+    (partial,) = cache.dir.glob("shard-*.partial.json")
+    assert cache.load_partial(partial.name[len("shard-") : -len(".partial.json")])[0] == ["q3"]
+
+    rerun = JudgingTeacher()
+    signals, stats = _in_steps(rerun, _cache(tmp_path / "cache"), save_every=2)
+    assert rerun.calls == [["q4"], ["q5"], ["q6"], ["q7"], ["q8"], ["q9"]]  # q3 came from the progress file
+    assert (stats.shards_reused, stats.shards_scored) == (1, 3)
+    assert_same_signals(signals, reference)
+    assert not list(cache.dir.glob("*.partial.json"))
+    # the finished shard is the same file an uninterrupted run writes
+    finished = sorted(p.read_bytes() for p in cache.dir.glob("shard-*.json"))
+    assert finished == sorted(p.read_bytes() for p in _cache(tmp_path / "reference").dir.glob("shard-*.json"))
+
+
+def test_a_corrupt_progress_file_is_reported_and_its_shard_scored_whole(tmp_path: Path, caplog):
+    cache = _cache(tmp_path)
+    with pytest.raises(RuntimeError):
+        _in_steps(JudgingTeacher(fail_on_call=5), cache, save_every=2)
+    (partial,) = cache.dir.glob("shard-*.partial.json")
+    partial.write_bytes(_truncate(partial.read_bytes()))
+    rerun = JudgingTeacher()
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOGGER):
+        _in_steps(rerun, _cache(tmp_path), save_every=2)
+    assert rerun.calls[:3] == [["q3"], ["q4"], ["q5"]]
+    assert any(str(partial) in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+
+
+def test_progress_that_cannot_be_written_warns_once_and_the_run_finishes(tmp_path: Path, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SignalCache, "save", refuse)
+    teacher = JudgingTeacher()
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOGGER):
+        signals, _ = _in_steps(teacher, _cache(tmp_path), save_every=2)
+    assert [s.qid for s in signals] == QIDS and len(teacher.calls) == 10
+    assert len([r for r in caplog.records if "Could not write" in r.getMessage()]) == 1
+
+
+def test_bad_save_every_raises(tmp_path: Path):
+    with pytest.raises(ValueError, match="teacher_save_every_passages must be >= 1"):
+        _in_steps(CountingTeacher(), _cache(tmp_path), save_every=0)
+
+
+def test_the_run_config_saves_progress_every_default_passages(compose_cfg):
+    assert compose_cfg("config").teacher_save_every_passages == DEFAULT_SAVE_EVERY_PASSAGES == 120
 
 
 class SlowTeacher(CountingTeacher):

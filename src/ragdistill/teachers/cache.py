@@ -4,13 +4,15 @@ Layout under ``paths.cache_dir``::
 
     teacher_signals/<key>/info.json                what made the key, for people browsing the cache
     teacher_signals/<key>/shard-<shard_key>.json   one finished shard of signals
+    teacher_signals/<key>/shard-<shard_key>.partial.json   the questions of an unfinished shard scored so far
 
 ``key`` is :func:`config_key` of the resolved config that determines the signal (data, candidates,
 teacher, LM, checkpoint) plus :data:`CACHE_FORMAT_VERSION`. Each shard is addressed by its content
 (:meth:`SignalCache.shard_key`: questions, their candidates and the candidates' text), so a changed
 question or passage misses only the shards that contain it. Shards are written atomically right after
-they are scored, so an interrupted run resumes from its finished shards; a corrupt or truncated shard
-is reported, deleted and recomputed, never used.
+they are scored, and inside a shard every ``save_every`` passages to its partial file, so an interrupted
+run resumes from its finished shards and goes on inside the shard it was scoring; a corrupt or truncated
+shard or partial file is reported, deleted and recomputed, never used.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ DEFAULT_SHARD_PASSAGES = 240
 A kill loses the shard in progress: at ~4 passages/s, SmolLM2's likelihood scoring on 2 CPU cores, 240
 passages is about a minute. The fixed 64 questions it replaces lost up to 640 passages (~3 min, 4.4 min
 measured with longer passages) with an LM teacher judging 10 candidates."""
+
+DEFAULT_SAVE_EVERY_PASSAGES = 120
+"""Passages between saves of an unfinished shard's progress, the ``teacher_save_every_passages`` default: about
+30 s of SmolLM2 likelihood scoring on 2 CPU cores, one extra teacher call per default shard."""
 
 SHARD_KEY_HEX_CHARS = 32
 """Length of a shard key: 128 bits, as shards are far more numerous than configs."""
@@ -163,11 +169,11 @@ class SignalCache:
         ]
         return sha256_json({"key": self.key, "questions": content})[:SHARD_KEY_HEX_CHARS]
 
-    def path(self, shard_key: str) -> Path:
-        """The file of shard ``shard_key``."""
+    def path(self, shard_key: str, *, partial: bool = False) -> Path:
+        """The file of shard ``shard_key``, or of its progress so far (``partial``)."""
         if not _SAFE_NAME.match(shard_key):
             raise ValueError(f"shard key {shard_key!r} is not a plain file name")
-        return self.dir / f"shard-{shard_key}.json"
+        return self.dir / f"shard-{shard_key}{'.partial' if partial else ''}.json"
 
     @contextmanager
     def claim(self, shard_key: str) -> Iterator[list[TeacherSignal] | None]:
@@ -200,7 +206,14 @@ class SignalCache:
         invalid signals) is reported with ``logger.warning`` naming the file and the problem, deleted and
         counted in :attr:`corrupt`; the caller then rescores the shard.
         """
-        path = self.path(shard_key)
+        loaded = self._read(self.path(shard_key), shard_key)
+        return None if loaded is None else loaded[1]
+
+    def load_partial(self, shard_key: str) -> tuple[list[str], list[TeacherSignal]] | None:
+        """Return the ids asked so far and their signals of an unfinished shard, or None (missing or corrupt)."""
+        return self._read(self.path(shard_key, partial=True), shard_key)
+
+    def _read(self, path: Path, shard_key: str) -> tuple[list[str], list[TeacherSignal]] | None:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -215,15 +228,21 @@ class SignalCache:
             return None
 
     def save(
-        self, shard_key: str, signals: Sequence[TeacherSignal], *, question_ids: Sequence[str] | None = None
+        self,
+        shard_key: str,
+        signals: Sequence[TeacherSignal],
+        *,
+        question_ids: Sequence[str] | None = None,
+        partial: bool = False,
     ) -> Path:
-        """Write a shard atomically and return its path.
+        """Write a shard atomically and return its path; a finished shard deletes its partial file.
 
         Args:
             shard_key: From :meth:`shard_key`.
             signals: The teacher's signals for the shard; may be fewer than its questions.
             question_ids: The ids the teacher was asked about (default: those of ``signals``); those without
                 a signal are recorded as dropped.
+            partial: Write the progress of an unfinished shard (:meth:`load_partial` reads it back).
         """
         qids = [s.qid for s in signals] if question_ids is None else list(question_ids)
         stray = {s.qid for s in signals} - set(qids)
@@ -253,8 +272,10 @@ class SignalCache:
             "sha256": hashlib.sha256(body_bytes).hexdigest(),
         }
         self._write_info()
-        path = self.path(shard_key)
+        path = self.path(shard_key, partial=partial)
         atomic_write_text(path, json.dumps(header, separators=(",", ":")) + "\n" + body)
+        if not partial:
+            self.path(shard_key, partial=True).unlink(missing_ok=True)
         return path
 
     def _write_info(self) -> None:
@@ -278,8 +299,8 @@ class SignalCache:
             logger.warning("Could not delete %s (%s); it will be overwritten", path, exc)
 
 
-def _decode_shard(raw: bytes, key: str, shard_key: str) -> list[TeacherSignal]:
-    """Parse and verify a shard file's bytes; raise :class:`_CorruptShard` saying what is wrong."""
+def _decode_shard(raw: bytes, key: str, shard_key: str) -> tuple[list[str], list[TeacherSignal]]:
+    """Parse and verify a shard file's bytes into (ids asked, signals); raise :class:`_CorruptShard` if wrong."""
     head, newline, body = raw.partition(b"\n")
     if not newline:
         raise _CorruptShard(f"truncated: no complete header line ({len(raw)} bytes)")
@@ -300,6 +321,8 @@ def _decode_shard(raw: bytes, key: str, shard_key: str) -> list[TeacherSignal]:
     try:
         payload = json.loads(body)
         asked = payload["question_ids"]
+        if not isinstance(asked, list):
+            raise TypeError(f"question_ids is a {type(asked).__name__}, not a list")
         signals = [
             TeacherSignal(
                 qid=r["qid"],
@@ -315,7 +338,7 @@ def _decode_shard(raw: bytes, key: str, shard_key: str) -> list[TeacherSignal]:
     stray = {s.qid for s in signals} - set(asked)
     if stray:
         raise _CorruptShard(f"signals for questions {sorted(stray)} the shard was not asked about")
-    return signals
+    return [str(qid) for qid in asked], signals
 
 
 def _checked(scored: list[TeacherSignal], shard: Sequence[Question], name: str) -> list[TeacherSignal]:
@@ -326,18 +349,20 @@ def _checked(scored: list[TeacherSignal], shard: Sequence[Question], name: str) 
     return scored
 
 
-def _stored(cache: SignalCache, key: str, scored: list[TeacherSignal], shard: Sequence[Question]) -> bool:
-    """Store a scored shard (rank zero only); False when the cache cannot be written, which is said once."""
+def _stored(
+    cache: SignalCache, key: str, scored: list[TeacherSignal], shard: Sequence[Question], *, partial: bool = False
+) -> bool:
+    """Store a scored shard or its progress (rank zero only); False when the cache cannot be written (said once)."""
     if not is_global_zero():  # every rank of a started group holds the same signals; one writes
         return True
     try:
-        cache.save(key, scored, question_ids=[q.id for q in shard])
+        cache.save(key, scored, question_ids=[q.id for q in shard], partial=partial)
     except OSError as exc:
         # The signals are in memory; losing the cache entry costs time on a later run, not this run.
         logger.warning(
             "Could not write teacher cache shard %s (%s); keeping this run's signals in memory only, "
             "so a rerun will score them again",
-            cache.path(key),
+            cache.path(key, partial=partial),
             exc,
         )
         return False  # a full or read-only disk stays so: the caller stops trying
@@ -373,6 +398,46 @@ def plan_shards(questions: Sequence[Question], sizes: Sequence[int], shard_passa
     return shards
 
 
+def _score_shard(
+    teacher: Teacher,
+    shard: Sequence[Question],
+    candidates: dict[str, RankedList],
+    data: RetrievalData,
+    cache: SignalCache,
+    key: str,
+    save_every: int | None,
+    writable: bool,
+) -> tuple[list[TeacherSignal], bool]:
+    """Score one shard in steps of ``save_every`` passages, saving the progress after each; (signals, writable).
+
+    ``writable`` False (an earlier write failed): the steps are the same, their progress is not saved.
+
+    A partial file an interrupted run left is read first and only the questions it lacks are scored. The
+    steps are planned like shards (:func:`plan_shards`, greedy in question order), so the steps left after a
+    resume are the ones an uninterrupted run takes there: the teacher sees the same batches, and the
+    finished shard is the same. Inside a distributed group the ranks score together and keep no progress
+    file (they could not agree on reading one).
+    """
+    name = type(teacher).__name__
+    keeps_progress = save_every is not None and world()[1] == 1
+    asked, scored = (cache.load_partial(key) if keeps_progress else None) or ([], [])
+    if asked:
+        logger.info("Shard %s: going on after %d of its %d questions", key[:8], len(asked), len(shard))
+    remaining = [q for q in shard if q.id not in set(asked)]
+    if save_every is None:
+        steps = [remaining]
+    else:
+        steps = plan_shards(remaining, [passages_judged(teacher, q, candidates) for q in remaining], save_every)
+    for n, step in enumerate(steps, 1):
+        scored += _checked(teacher.score(step, candidates, data), step, name)
+        asked += [q.id for q in step]
+        if keeps_progress and writable and n < len(steps):
+            done = set(asked)
+            writable = _stored(cache, key, scored, [q for q in shard if q.id in done], partial=True)
+    order = {q.id: i for i, q in enumerate(shard)}
+    return sorted(scored, key=lambda signal: order[signal.qid]), writable
+
+
 def score_with_cache(
     teacher: Teacher,
     questions: Sequence[Question],
@@ -382,6 +447,7 @@ def score_with_cache(
     shard_size: int = 64,
     *,
     shard_passages: int | None = None,
+    save_every: int | None = None,
 ) -> tuple[list[TeacherSignal], CacheStats]:
     """Score ``questions`` with ``teacher``, reusing finished shards from ``cache`` and saving new ones.
 
@@ -399,6 +465,8 @@ def score_with_cache(
         shard_size: Questions per shard (a trade-off between resume granularity and file count).
         shard_passages: Passages per shard instead (``teacher_shard_passages``; what a kill can cost is
             passages to score, not questions).
+        save_every: Inside a shard, save the progress every this many passages and go on from it after a
+            kill (``teacher_save_every_passages``); None scores each shard in one call.
 
     Returns:
         The signals in question order (questions the teacher dropped are absent) and what was reused.
@@ -407,6 +475,8 @@ def score_with_cache(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if shard_passages is not None and shard_passages < 1:
         raise ValueError(f"teacher_shard_passages must be >= 1, got {shard_passages}")
+    if save_every is not None and save_every < 1:
+        raise ValueError(f"teacher_save_every_passages must be >= 1, got {save_every}")
     questions = list(questions)
     name = type(teacher).__name__
     stats = CacheStats()
@@ -448,7 +518,7 @@ def score_with_cache(
                 stats.shards_reused += 1
                 continue
             start = time.perf_counter()
-            scored = _checked(teacher.score(shards[i], candidates, data), shards[i], name)
+            scored, writable = _score_shard(teacher, shards[i], candidates, data, cache, keys[i], save_every, writable)
             stats.seconds_scoring += time.perf_counter() - start
             stats.shards_scored += 1
             writable = writable and _stored(cache, keys[i], scored, shards[i])
