@@ -267,6 +267,7 @@ def test_g2r_on_dialogue_data_with_response_likelihood(tmp_path, compose_at, cha
         f"data.eval_path={folder / 'eval.jsonl'}",
         "data.name=dialogue",
         "experiment=fixture_smoke",
+        "evaluation.ks=[1,5,20]",  # a 20-passage corpus: recall@100 would count every question as found
         *G2R_FAST,
         "teacher=g2r",
         "teacher/source=response_likelihood",
