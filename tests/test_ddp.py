@@ -214,7 +214,9 @@ def test_ddp_run_trains_on_two_ranks_and_writes_its_metrics(ddp_run: tuple[Path,
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test/gold/recall@5"] <= 1 and metrics["train/questions"] > 0
     assert "Stage <fit> took" in rank1_log  # rank 1 trained
-    assert "Rank 1 predicted 2 of 4 batches" in rank1_log  # and encoded half the corpus (211 passages, batch 64)
+    # and encoded its share of the corpus: 211 passages in 3 token-budget batches, 2 per rank (one a padding repeat)
+    assert "Encoding 211 passage texts in 3 batches" in rank1_log
+    assert "Rank 1 predicted 2 of 3 batches" in rank1_log
     assert (run_dir / "retriever" / "modules.json").exists() and (run_dir / "index" / "index.faiss").exists()
 
 
