@@ -178,6 +178,13 @@ def verdict(record: dict[str, Any]) -> str:
         return [h for m, h in zip(METRICS, HEADERS, strict=True) if p.get(form, {}).get(other, {}).get(m, 1.0) < 0.05]
 
     metrics = record["metrics"]
+    if "earlier" not in metrics:  # no config reproduces the earlier behaviour: only the untrained comparison
+        found = significant("paper", "untrained")
+        return "No config reproduces the earlier behaviour, so only the paper form was run; " + (
+            f"it differs from the untrained MiniLM in {', '.join(found)}."
+            if found
+            else "it does not differ significantly from the untrained MiniLM."
+        )
     direction = {
         h: "up" if metrics["paper"][m] > metrics.get("earlier", {}).get(m, 0.0) else "down"
         for m, h in zip(METRICS, HEADERS, strict=True)
