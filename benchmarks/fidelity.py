@@ -186,7 +186,7 @@ def verdict(record: dict[str, Any]) -> str:
             else "it does not differ significantly from the untrained MiniLM."
         )
     direction = {
-        h: "up" if metrics["paper"][m] > metrics.get("earlier", {}).get(m, 0.0) else "down"
+        h: "up" if metrics["paper"][m] > metrics["earlier"][m] else "down"
         for m, h in zip(METRICS, HEADERS, strict=True)
     }
     forms = significant("paper", "earlier")

@@ -233,8 +233,6 @@ def _start(cfg: DictConfig) -> tuple[Path, StageTimer, RetrievalData, dict[str, 
         raise ConfigError(f"data {data.name!r} has no evaluation questions; give some or set evaluate=false")
     if evaluating:
         check_ks_fit_corpus(cfg.evaluation.ks, len(data.corpus), f"data {data.name!r}")
-        for name, extra in sets.items():
-            check_ks_fit_corpus(cfg.evaluation.ks, len(extra.corpus), f"evaluation.sets.{name}")
     return run_dir, timer, data, sets
 
 
@@ -247,6 +245,7 @@ def _evaluation_sets(cfg: DictConfig) -> dict[str, RetrievalData]:
         logger.info("Evaluation set %s: %s", name, sets[name].summary())
         if not sets[name].eval:
             raise ConfigError(f"evaluation.sets.{name} ({sets[name].name!r}) has no evaluation questions")
+        check_ks_fit_corpus(cfg.evaluation.ks, len(sets[name].corpus), f"evaluation.sets.{name}")
     return sets
 
 

@@ -423,7 +423,8 @@ def _score_shard(
     asked, scored = (cache.load_partial(key) if keeps_progress else None) or ([], [])
     if asked:
         logger.info("Shard %s: going on after %d of its %d questions", key[:8], len(asked), len(shard))
-    remaining = [q for q in shard if q.id not in set(asked)]
+    already = set(asked)
+    remaining = [q for q in shard if q.id not in already]
     if save_every is None:
         steps = [remaining]
     else:
