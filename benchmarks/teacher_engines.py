@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from environment import measured_on
 from scipy.stats import spearmanr
-from teacher_setup import ROOT, load_lm, publish, squad_slice
+from teacher_setup import ROOT, load_lm, pair_examples, publish, squad_slice
 
 from ragdistill.data.schemas import Question
 from ragdistill.models.lm_inputs import LMExample
@@ -94,12 +94,7 @@ def main() -> None:
         scores = teacher_scores(teacher, questions, candidates, data)
         rows.append((name, len(scores), time.perf_counter() - start, scores))
 
-    builder = LMLikelihoodTeacher(lm, num_candidates=args.k).builder()
-    examples = {
-        (q.id, pid): builder.build((q.id, pid), [data.passage(pid)], q.text, q.answers[0])
-        for q in questions
-        for pid in candidates[q.id].ids[: args.k]
-    }
+    examples = {ex.key: ex for _, ex in pair_examples(lm, questions, candidates, data, args.k)}
     gguf = PACKAGED_LMS["SmolLM2-135M-Instruct"].gguf(ROOT / ".cache")
     start = time.perf_counter()
     scores = llama_cpp_scores(gguf, examples, threads)

@@ -18,26 +18,16 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from matmul_peak import peak_gflops
 from scipy.stats import spearmanr
-from teacher_setup import load_lm, publish, squad_slice
+from teacher_setup import load_lm, pair_examples, publish, squad_slice
 
 from ragdistill.models.lm import LanguageModel
-from ragdistill.models.lm_inputs import LMExample
 from ragdistill.teachers.attention import AttentionTeacher
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
-
-
-def pair_examples(lm: LanguageModel, questions, candidates, data, k: int) -> Iterator[tuple[str, LMExample]]:
-    """(question id, prompt) of every (passage, question, answer) pair the likelihood scorers read."""
-    builder = LMLikelihoodTeacher(lm, num_candidates=k).builder()
-    for q in questions:
-        for pid in candidates[q.id].ids[:k]:
-            yield q.id, builder.build(0, [data.passage(pid)], q.text, q.answers[0])
 
 
 def plain_loop(lm: LanguageModel, questions, candidates, data, k: int) -> dict[str, np.ndarray]:

@@ -22,6 +22,8 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import RetrievalData
 from ragdistill.data.squad import load_squad_open
 from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm_inputs import LMExample
+from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
 from ragdistill.utils.atomic import atomic_write_text
 from ragdistill.utils.quiet import quiet_third_party
 
@@ -55,6 +57,15 @@ def load_lm(path: str | None = None) -> LanguageModel:
     (a transformers folder such as a ``ragdistill-finetune-reader`` result, or a hub id)."""
     cache_dir = str(ROOT / ".cache" / "ragdistill")
     return LanguageModel(cache_dir=cache_dir) if path is None else LanguageModel(path=path, cache_dir=cache_dir)
+
+
+def pair_examples(lm: LanguageModel, questions, candidates, data, k: int) -> Iterator[tuple[str, LMExample]]:
+    """(question id, prompt) of every (passage, question, answer) pair the likelihood scorers read; each
+    prompt's ``key`` is ``(question id, passage id)``."""
+    builder = LMLikelihoodTeacher(lm, num_candidates=k).builder()
+    for q in questions:
+        for pid in candidates[q.id].ids[:k]:
+            yield q.id, builder.build((q.id, pid), [data.passage(pid)], q.text, q.answers[0])
 
 
 def shown_path(path: str) -> str:
