@@ -8,7 +8,12 @@ The same prompts (the likelihood teacher's own token ids, chat template included
 - **PyTorch bf16**: our teacher under bf16 autocast, today's default;
 - **llama.cpp in-process** (``llama-cpp-python``): the packaged GGUF as shipped (Q4_1, no conversion),
   evaluated on the token ids with the shared chat prefix kept in its KV cache, log-softmax on the answer
-  positions only.
+  positions only;
+- **llama.cpp servers through ``lm=api``**: our teacher with a
+  :class:`~ragdistill.models.served_lm.ServedLanguageModel`, against 1, 2 and 4 local llama.cpp servers (the
+  same GGUF; several behind a round-robin proxy, as replicas behind one URL) with 1, 2 and 4 requests in
+  flight. An echoed prompt costs the server seconds (llama-cpp-python computes each echoed log-probability
+  in Python), so these rows score the first ``--server-questions`` questions; their agreement is over those.
 
 Columns: passages/s, the ratio to bf16, top-1 agreement and the mean per-question Spearman with fp32.
 Writes ``benchmarks/results/teacher_engines.md``.
@@ -17,19 +22,32 @@ Writes ``benchmarks/results/teacher_engines.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import numpy as np
 from environment import measured_on
 from scipy.stats import spearmanr
 from teacher_setup import ROOT, load_lm, pair_examples, publish, squad_slice
 
 from ragdistill.data.schemas import Question
+from ragdistill.models.completions_api import CompletionsClient
 from ragdistill.models.lm_inputs import LMExample
 from ragdistill.models.packaged_lms import PACKAGED_LMS
+from ragdistill.models.served_lm import ServedLanguageModel
 from ragdistill.teachers.lm_likelihood import LMLikelihoodTeacher
+
+sys.path.insert(0, str(ROOT / "tests"))
+from http_fakes import send_json
+from llm_server import MODEL_ALIAS, llama_server  # (the tests' real llama.cpp server, reused)
 
 Key = tuple[str, str]
 """(question id, passage id)."""
@@ -63,6 +81,48 @@ def llama_cpp_scores(gguf: Path, examples: dict[Key, LMExample], threads: int) -
     return scores
 
 
+@contextlib.contextmanager
+def round_robin(upstreams: list[str]) -> Iterator[str]:
+    """One base URL in front of ``upstreams`` (replicas), each POST going to the next (what nginx would do)."""
+    turn = itertools.cycle(upstreams)
+    lock = threading.Lock()
+    client = httpx.Client(timeout=600)
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            with lock:
+                upstream = next(turn)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = client.post(upstream + self.path.removeprefix("/v1"), content=body)
+            send_json(self, answer.status_code, answer.content)
+
+        def do_GET(self) -> None:
+            answer = client.get(upstreams[0] + self.path.removeprefix("/v1"))
+            send_json(self, answer.status_code, answer.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        client.close()
+
+
+@contextlib.contextmanager
+def llama_servers(count: int, threads: int, log_dir: Path) -> Iterator[str]:
+    """``count`` llama.cpp servers with ``threads`` threads each, behind one URL."""
+    os.environ["N_THREADS"] = str(threads)  # llama-cpp-python's server reads its settings from the environment
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(llama_server(log_dir / f"server{i}.log")) for i in range(count)]
+        yield urls[0] if count == 1 else stack.enter_context(round_robin(urls))
+
+
 def agreement(scores: dict[Key, float], reference: dict[Key, float], questions: list[Question]) -> tuple[float, float]:
     """(top-1 agreement, mean Spearman) with ``reference`` over the questions ``scores`` holds."""
     top1, rhos = [], []
@@ -80,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--server-questions", type=int, default=1)
     parser.add_argument("--out", default="teacher_engines.md")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
@@ -102,13 +163,30 @@ def main() -> None:
         (f"llama.cpp in-process (GGUF Q4_1, {threads} threads)", len(scores), time.perf_counter() - start, scores)
     )
 
+    asked = questions[: args.server_questions]
+    # (servers, threads each, requests in flight): one server with every core, then replicas of one thread
+    settings = [(1, threads, 1), (1, threads, 2), (1, threads, 4), (2, 1, 2), (4, 1, 4)]
+    for count, each, in_flight in settings:
+        with llama_servers(count, each, ROOT / "outputs" / "teacher_engines") as url:
+            endpoint = CompletionsClient(url, MODEL_ALIAS, api_key_env=None, max_concurrency=in_flight, progress=False)
+            served_lm = ServedLanguageModel(endpoint, cache_dir=str(ROOT / ".cache" / "ragdistill"))
+            teacher = LMLikelihoodTeacher(served_lm, num_candidates=args.k)
+            start = time.perf_counter()
+            scores = teacher_scores(teacher, asked, candidates, data)
+            seconds = time.perf_counter() - start
+        name = f"lm=api: {count} llama.cpp server{'s' if count > 1 else ''} × {each} thread{'s' if each > 1 else ''}"
+        rows.append((f"{name}, {in_flight} in flight", len(scores), seconds, scores))
+
     reference, bf16_rate = rows[0][3], rows[1][1] / rows[1][2]
     lines = [
         "# Answer-likelihood scoring on each engine",
         "",
-        f"Measured {measured_on()}: `python benchmarks/teacher_engines.py --questions {args.questions} --k {args.k}`. "
+        f"Measured {measured_on()}: `python benchmarks/teacher_engines.py --questions {args.questions} --k {args.k} "
+        f"--server-questions {args.server_questions}`. "
         f"{args.questions} SQuAD-open training questions x their BM25 top-{args.k}, SmolLM2-135M-Instruct, "
-        "the likelihood teacher's prompts (chat template).",
+        "the likelihood teacher's prompts (chat template). The `lm=api` rows score the first "
+        f"{args.server_questions} questions through llama.cpp servers (llama-cpp-python) on the same machine, "
+        "so server and client share its cores.",
         "",
         "| engine | passages | passages/s | × bf16 | top-1 agreement with fp32 | Spearman with fp32 (mean) |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -50,6 +50,7 @@ def options(group: str) -> list[str]:
 
 WHOLE_RUNS = {"experiment": "", "hparams_search": "", "sweep": "+"}  # group -> prefix; each sets up a whole run
 NESTED = {"teacher/source": "teacher=aar", "teacher/chat": "teacher=llm_ranking"}  # group -> a parent that has it
+UNREFERENCED = {"lm": "teacher=gold"}  # group -> a setting in which no other key interpolates it (``${lm}``)
 PACKAGES = {"teacher/chat": "teacher/chat@teacher"}  # where an option of a nested group goes, when not its folder
 PLAIN_GROUPS = sorted(
     d.name for d in CONF.iterdir() if d.is_dir() and d.name not in {"hydra", *WHOLE_RUNS} and options(d.name)
@@ -69,7 +70,10 @@ def compositions() -> dict[str, list[str]]:
         for group, parent in NESTED.items()
         for o in options(group)
     }
-    return mixes | runs | nested
+    alone = {
+        f"{group}={o}": [setting, f"{group}={o}"] for group, setting in UNREFERENCED.items() for o in options(group)
+    }
+    return mixes | runs | nested | alone
 
 
 def shipped_targets() -> set[str]:

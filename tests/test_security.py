@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import ragdistill
+from http_fakes import send_json
 from ragdistill.cli import CONFIG_PATH
 from ragdistill.models.chat_api import ChatClient
 from ragdistill.pipeline import train
@@ -321,11 +322,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         status, data = self.server.echo.answer(self.headers.get("Authorization", ""))  # type: ignore[attr-defined]
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, data)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -375,7 +372,7 @@ def test_a_key_echoed_json_escaped_in_an_answer_is_masked_before_it_is_returned_
 
 # -- the whole run ---------------------------------------------------------------------------------------
 
-KEY_ENV = str(OmegaConf.load(CONF / "teacher" / "chat" / "api.yaml").chat.api_key_env)
+KEY_ENV = str(OmegaConf.load(CONF / "lm" / "base" / "endpoint.yaml").api_key_env)
 """The variable ``teacher/chat@teacher=api`` reads its key from (OPENAI_API_KEY)."""
 SECRET = secrets.token_hex(16)
 KEY = f"sk-ragdistill-leak-probe-{SECRET}"

@@ -37,7 +37,7 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 all there is to fix. ``ChatAPIError`` (an endpoint that does not answer) is matched by name, so that this
 module does not import the HTTP client."""
 
-USER_ERROR_NAMES = frozenset({"ChatAPIError"})
+USER_ERROR_NAMES = frozenset({"ChatAPIError", "EndpointError"})
 """Input errors recognised by class name, whose modules are too heavy to import for ``--help``."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from http_fakes import send_json
 from ragdistill.models.chat_api import ChatAPIError, ChatClient
 
 KEY_ENV = "RAGDISTILL_TEST_CHAT_KEY"
@@ -62,17 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with fake.lock:
                 fake.in_flight -= 1
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:  # the client gave up (timeout test)
-            pass
+        with contextlib.suppress(OSError):  # the client gave up (timeout test)
+            send_json(self, status, payload, headers)
 
     def do_GET(self):
         fake = self.server.fake
@@ -82,12 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload, _ = fake.answer(self.path, dict(self.headers), {"messages": [{"content": ""}]})
         if status == 200:
             payload = {"object": "list", "data": [{"id": "tiny-chat", "object": "model"}]}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     @staticmethod
     @contextlib.contextmanager

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -128,6 +128,9 @@ class LanguageModel:
     Relations:
         ``ragdistill.models.locate`` resolves retriever backbones the same way (``packaged:``, folder, hub id).
     """
+
+    served: ClassVar[bool] = False
+    """Whether the weights are behind an endpoint (:class:`~ragdistill.models.served_lm.ServedLanguageModel`)."""
 
     def __init__(
         self,

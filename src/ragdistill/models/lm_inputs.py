@@ -70,6 +70,16 @@ RELEVANCE_PROMPT = PromptTemplate(
 """Yes/no relevance: the LM's log-odds of answering "Yes" rather than "No" after passage and question."""
 
 
+def added_bos(tokenizer: Any, chat_wrap: tuple[str, str] | None) -> int | None:
+    """The bos token id a prompt builder puts first, or ``None``: only plain prompts of a tokenizer that adds one.
+
+    A chat template writes its own first tokens, which may include the bos token itself (SmolLM2's
+    ``<|im_start|>``): that one is part of the prompt, not an added bos.
+    """
+    add = chat_wrap is None and getattr(tokenizer, "add_bos_token", False)
+    return tokenizer.bos_token_id if add else None
+
+
 @dataclass
 class LMExample:
     """One sequence for the LM: a context and a teacher-forced target.
@@ -146,11 +156,8 @@ class PromptBuilder:
 
         Uses its chat template when it has one, else plain text with a bos token when its tokenizer adds one.
         """
-        tokenizer = lm.tokenizer
         wrap = lm.chat_wrap()
-        add_bos = wrap is None and getattr(tokenizer, "add_bos_token", False)
-        bos = tokenizer.bos_token_id if add_bos else None
-        return cls(tokenizer, template, limits or TokenLimits(), wrap, bos)
+        return cls(lm.tokenizer, template, limits or TokenLimits(), wrap, added_bos(lm.tokenizer, wrap))
 
     def tokens(self, text: str, limit: int | None = None) -> list[int]:
         """Token ids of ``text`` without special tokens, cut to ``limit``."""

@@ -9,6 +9,7 @@ to one score, and its scoring version for the signal cache. ``teacher.target`` n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor
@@ -70,6 +71,16 @@ class LikelihoodTarget:
         if self.reduction == "mean":
             total = total / batch["target_mask"].sum(dim=1).clamp_min(1)
         return total.detach().cpu()
+
+    def served_variants(self, example: LMExample) -> list[LMExample]:
+        """The sequences a served LM echoes for one example (their log-probabilities go to :meth:`combine`)."""
+        return [example]
+
+    def combine(self, log_probs: Sequence[Sequence[float]]) -> float:
+        """One score from the target-token log-probabilities of each served variant: as :meth:`read` reduces."""
+        tokens = log_probs[0]
+        total = float(sum(tokens))
+        return total / max(len(tokens), 1) if self.reduction == "mean" else total
 
 
 class QuestionTarget(LikelihoodTarget):
@@ -137,6 +148,22 @@ class RelevanceTarget(LikelihoodTarget):
     def read(self, model: PreTrainedModel, batch: dict[str, Any]) -> Tensor:
         """``[b]`` log-odds of the relevant against the irrelevant reply's first token."""
         return first_token_log_odds(model, batch, self._irrelevant_id).detach().cpu()
+
+    def served_variants(self, example: LMExample) -> list[LMExample]:
+        """The relevant and the irrelevant reply's first token after the same context: two echoes.
+
+        A served LM returns the log-probability of the tokens it is sent, not of any other token, so the
+        irrelevant reply is sent too.
+        """
+        return [
+            dataclasses.replace(example, key=(example.key, self.RELEVANT), target_ids=example.target_ids[:1]),
+            dataclasses.replace(example, key=(example.key, self.IRRELEVANT), target_ids=[self._irrelevant_id]),
+        ]
+
+    def combine(self, log_probs: Sequence[Sequence[float]]) -> float:
+        """``log p(Yes | d, q) − log p(No | d, q)`` from the two echoes."""
+        relevant, irrelevant = log_probs
+        return float(relevant[0] - irrelevant[0])
 
 
 TARGETS: dict[str, type[LikelihoodTarget]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Literal
 
 import torch
@@ -11,6 +12,8 @@ from ragdistill.data.ranking import RankedList
 from ragdistill.data.schemas import Question, RetrievalData
 from ragdistill.data.signal import TeacherSignal
 from ragdistill.models.lm import LanguageModel
+from ragdistill.models.lm_inputs import LMExample
+from ragdistill.models.served_lm import ServedLanguageModel
 from ragdistill.teachers.likelihood_targets import TARGETS, Reduction
 from ragdistill.teachers.lm_teacher import LMTeacher, signals_from_scores
 
@@ -97,8 +100,29 @@ class LMLikelihoodTeacher(LMTeacher):
             for qi, (question, pool) in enumerate(zip(usable, pools, strict=True))
             for ci, pid in enumerate(pool)
         ]
-        run = self.run(examples, self.scorer.read, f"LM likelihood ({self.target})")
-        scores = {key: float(value) for key, value in run.results.items()}
+        description = f"LM likelihood ({self.target})"
+        if self.lm.served:
+            scores = self.score_served(examples, description)
+        else:
+            run = self.run(examples, self.scorer.read, description)
+            scores = {key: float(value) for key, value in run.results.items()}
         signals = signals_from_scores(usable, pools, scores)
         logger.info("LM likelihood teacher: %d signals over K=%d candidates", len(signals), self.num_candidates)
         return signals
+
+    def score_served(self, examples: list[LMExample], description: str) -> dict[Any, float]:
+        """Each example's score from a served LM's echoed log-probabilities (``lm=api``); keeps the throughput.
+
+        An example whose echo did not spell its target gets no score (no opinion on that candidate).
+        """
+        assert isinstance(self.lm, ServedLanguageModel)
+        variants = [self.scorer.served_variants(example) for example in examples]
+        start = time.perf_counter()
+        log_probs = self.lm.target_log_probs([v for group in variants for v in group], description)
+        self.seconds_reading += time.perf_counter() - start
+        self.passages_read += len(examples)
+        return {
+            example.key: self.scorer.combine([log_probs[v.key] for v in group])
+            for example, group in zip(examples, variants, strict=True)
+            if all(v.key in log_probs for v in group)
+        }

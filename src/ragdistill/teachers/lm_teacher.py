@@ -60,6 +60,9 @@ class LMTeacher(Teacher):
             valid = sorted(PromptTemplate.__dataclass_fields__)
             raise ValueError(f"teacher.prompt has unknown keys {sorted(unknown)}; valid: {valid}")
         self.lm = lm
+        if lm.served:
+            # requests to a server, not run_predict passes: every rank would send them all again
+            self.scores_on_every_rank = False
         self.num_candidates = num_candidates
         self.template = PromptTemplate(**fields)
         self.limits = TokenLimits(max_passage_tokens, max_question_tokens, max_target_tokens)
