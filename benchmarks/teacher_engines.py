@@ -93,7 +93,8 @@ def round_robin(upstreams: list[str]) -> Iterator[str]:
             with lock:
                 upstream = next(turn)
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            answer = client.post(upstream + self.path.removeprefix("/v1"), content=body)
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+            answer = client.post(upstream + self.path.removeprefix("/v1"), content=body, headers=headers)
             send_json(self, answer.status_code, answer.content)
 
         def do_GET(self) -> None:
@@ -176,6 +177,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
         name = f"lm=api: {count} llama.cpp server{'s' if count > 1 else ''} × {each} thread{'s' if each > 1 else ''}"
         rows.append((f"{name}, {in_flight} in flight", len(scores), seconds, scores))
+        print(f"{rows[-1][0]}: {len(scores) / seconds:.3f} passages/s", flush=True)
 
     reference, bf16_rate = rows[0][3], rows[1][1] / rows[1][2]
     lines = [
