@@ -470,17 +470,19 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def write_section(path: Path, passages: int, section: str) -> None:
+HEADER = (
+    "# Corpus encoding: ragdistill's speed switches vs sentence-transformers (same model, same texts)\n\n"
+    "Written by `benchmarks/encoding_vs_st.py`, one section per corpus size. ΔR@5: points against ST fp32; "
+    f"the default is the fastest switch setting within {MAX_R5_LOSS} point R@5.\n\n"
+)
+
+
+def write_section(path: Path, passages: int, section: str, header: str = HEADER) -> None:
     """Put ``section`` into ``path`` under its corpus size's marker, keeping the other sizes' sections."""
     marker = "<!-- passages={} -->\n"
     text = path.read_text() if path.exists() else ""
     parts = dict(re.findall(r"<!-- passages=(\d+) -->\n(.*?)(?=<!-- passages=|\Z)", text, flags=re.S))
     parts[str(passages)] = section + "\n"
-    header = (
-        "# Corpus encoding: ragdistill's speed switches vs sentence-transformers (same model, same texts)\n\n"
-        "Written by `benchmarks/encoding_vs_st.py`, one section per corpus size. ΔR@5: points against ST fp32; "
-        f"the default is the fastest switch setting within {MAX_R5_LOSS} point R@5.\n\n"
-    )
     path.write_text(header + "".join(marker.format(k) + parts[k] for k in sorted(parts, key=int)))
 
 

@@ -115,3 +115,16 @@ def test_eval_entry_scores_an_exported_folder_like_training_did(trained, compose
     scored = [key for key in metrics if key.startswith("test")]
     assert scored and all(evaluated[key] == metrics[key] for key in scored)
     assert Path(cfg.paths.output_dir, "metrics.json").exists()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_an_engine_scores_the_trained_retriever_as_pytorch_does(trained, compose_cfg, backend):
+    run_dir = trained[0]
+    base = ["data=fixture", f"retriever.path={run_dir / 'retriever'}", "evaluation.precision=32-true"]
+    on_torch, _ = evaluate(compose_cfg("eval", base))
+    cfg = compose_cfg("eval", [*base, f"evaluation.encode_backend={backend}"])
+    on_engine, _ = evaluate(cfg)
+    scored = [key for key in on_torch if key.startswith("test/gold/")]
+    assert scored and all(on_engine[key] == pytest.approx(on_torch[key], abs=1e-9) for key in scored)
+    exports = Path(cfg.evaluation.encode_export_dir)
+    assert len(list(exports.iterdir())) == 1  # one export for the corpus and the questions (shared towers)

@@ -39,6 +39,10 @@ def test_bad_settings_are_config_errors_so_the_cli_prints_one_line():
         check_evaluation_settings(_settings(depth=0))
     with pytest.raises(ConfigError, match=r"evaluation\.encode_quantize"):
         check_evaluation_settings(_settings(encode_quantize="int4"))
+    with pytest.raises(ConfigError, match=r"^evaluation\.encode_backend must be one of \['torch', 'onnx'"):
+        check_evaluation_settings(_settings(encode_backend="tensorrt"))
+    with pytest.raises(ConfigError, match=r"^evaluation\.encode_quantize must be 'none' with backend 'openvino'"):
+        check_evaluation_settings(_settings(encode_backend="openvino", encode_quantize="int8"))
 
 
 @pytest.mark.parametrize(("ks", "depth"), [([1, 500], 100), ([101], 100), ([1, 5, 21], 20)])

@@ -8,16 +8,7 @@ from ragdistill.retriever.bi_encoder_module import BiEncoderModule
 from ragdistill.retriever.encode import EncodeSettings, encode_texts, plan_batches, token_lengths
 from ragdistill.runtime import precision as precision_module
 from ragdistill.runtime.precision import FORCE_ENV, force_cpu_bf16
-
-TEXTS = [
-    "a short one",
-    "a much longer passage about the history of the university, its founders and the buildings they raised",
-    "mid-sized text on rivers",
-    "x",
-    "another long passage: the river rises in the mountains, flows north through three countries and the sea",
-    "what year was it founded?",
-    "the committee met twice a year in the old library",
-]
+from sample_texts import TEXTS
 
 
 def _fp32(**changes):

@@ -176,6 +176,8 @@ ENCODE_KEYS = {
     "encode_quantize": "quantize",
     "encode_threads": "threads",
     "encode_max_tokens": "max_tokens",
+    "encode_backend": "backend",
+    "encode_export_dir": "export_dir",
 }
 """``evaluation.*`` keys of the encoding settings -> :class:`EncodeSettings` fields."""
 

@@ -32,6 +32,8 @@ class EvaluationSettings:
         encode_batch_size: Most texts per encoding batch.
         encode_quantize: ``int8``: encode with an int8 dynamically quantised copy of the retriever (CPU).
         encode_threads: CPU threads while encoding; None = the process's setting.
+        encode_backend: ``torch``, or ``onnx`` / ``openvino``: an export of the retriever run by that engine (CPU).
+        encode_export_dir: Where exports are cached by a digest of the retriever's weights; None = not kept.
         reader_top_k: With a reader, how many of a run's best passages it reads.
         reader_runs: With a reader, which runs it reads (metric prefixes: ``test``, ``test_bm25``, ...).
         sets: More evaluation sets, name -> a data config (``+data@evaluation.sets.<name>=<data>``).
@@ -48,6 +50,8 @@ class EvaluationSettings:
     encode_batch_size: PositiveInt = 256
     encode_quantize: str = "none"  # checked by EncodeSettings, which knows the modes
     encode_threads: PositiveInt | None = None
+    encode_backend: str = "torch"  # checked by EncodeSettings, which knows the engines
+    encode_export_dir: str | None = None
     reader_top_k: PositiveInt = 5
     reader_runs: list[str] = field(default_factory=lambda: ["test"])
     sets: dict[str, Any] = field(default_factory=dict)

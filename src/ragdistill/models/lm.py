@@ -27,6 +27,7 @@ from torch import nn
 from ragdistill.models.gguf_conversion import conversion_problem, convert_gguf
 from ragdistill.models.locate import PACKAGED_PREFIX, ModelNotFoundError
 from ragdistill.models.packaged_lms import PACKAGED_LMS, PackagedLM
+from ragdistill.models.weights_digest import parameters_digest
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +91,6 @@ def _folder_signature(folder: Path, only: str | None = None) -> list[str]:
             stat = file.stat()
             parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return parts
-
-
-def _parameters_digest(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    digest = hashlib.sha256(config.to_json_string().encode() if config is not None else b"")
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
 
 
 def _millions(n: int) -> str:
@@ -269,7 +261,7 @@ class LanguageModel:
         if source.kind == "hub":
             return _digest("hub", source.location, str(source.gguf_file), self.dtype)
         assert self._model is not None
-        return _digest("objects", _parameters_digest(self._model))
+        return _digest("objects", parameters_digest(self._model))
 
     def chat_wrap(self, user_text_placeholder: str = CHAT_SENTINEL) -> tuple[str, str] | None:
         """The (prefix, suffix) the chat template puts around one user message, ending with the generation prompt.

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ragdistill.callbacks.lightning_progress import lightning_progress_bar
 from ragdistill.retriever.bi_encoder_module import BiEncoderModule
+from ragdistill.retriever.engines import ENCODE_BACKENDS, engine_runner, run_batches
 from ragdistill.runtime.precision import resolve_precision, runs_on_cpu
 from ragdistill.runtime.predict import run_predict
 
@@ -54,6 +56,10 @@ class EncodeSettings:
             from 0.99 to 0.98 on MiniLM; Bondarenko et al., arXiv:2109.12948).
         threads: CPU threads (``torch.set_num_threads``) for the encoding pass, restored afterwards;
             ``None`` keeps the process's setting.
+        backend: ``torch`` (Lightning ``predict``), or ``onnx`` / ``openvino``: an export of the tower run by
+            ONNX Runtime or OpenVINO on the CPU (:mod:`ragdistill.retriever.engines`), with the same batches.
+        export_dir: Where exported towers are cached by a digest of their weights (``None``: exported
+            again on every call, into a scratch folder).
         max_tokens: Token-budget batches: each batch holds as many token-sorted texts as fit in this many
             padded tokens (longest × count), up to ``batch_size``, so short texts go in large batches and
             long ones in small batches. The default, 64 × 256, is a full batch of the longest passages under
@@ -72,11 +78,20 @@ class EncodeSettings:
     quantize: str = "none"
     threads: int | None = None
     max_tokens: int | None = 16384
+    backend: str = "torch"
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_count("batch_size", self.batch_size)
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"EncodeSettings.quantize must be one of {list(QUANTIZE_MODES)}, got {self.quantize!r}")
+        if self.backend not in ENCODE_BACKENDS:
+            raise ValueError(f"EncodeSettings.backend must be one of {list(ENCODE_BACKENDS)}, got {self.backend!r}")
+        if self.backend == "openvino" and self.quantize != "none":
+            raise ValueError(
+                f"EncodeSettings.quantize must be 'none' with backend 'openvino' (int8 is offered with 'onnx' "
+                f"and 'torch'), got {self.quantize!r}"
+            )
         if self.threads is not None:
             _check_count("threads", self.threads)
         if self.max_tokens is not None:
@@ -126,6 +141,8 @@ def encode_texts(
     if not texts:
         return np.zeros((0, retriever.embedding_dim), dtype=np.float32)
     settings = replace(settings, precision=resolve_precision(settings.precision, settings.accelerator))
+    if settings.backend != "torch":
+        return _encode_on_engine(retriever, texts, kind, settings)
     loader = DataLoader(_Batches(texts, plan_batches(retriever, texts, kind, settings), kind), batch_size=None)
     logger.info("Encoding %d %s texts in %d batches (%s)", len(texts), kind, len(loader), settings)
     bar = [lightning_progress_bar()] if settings.progress else []
@@ -135,6 +152,41 @@ def encode_texts(
     for rows, batch_vectors in outputs or []:
         vectors[rows.numpy()] = batch_vectors.numpy()
     return vectors
+
+
+def _encode_on_engine(retriever: BiEncoderModule, texts: list[str], kind: str, settings: EncodeSettings) -> np.ndarray:
+    """:func:`encode_texts` on ONNX Runtime or OpenVINO: the same batches and tokens, an exported tower."""
+    if not runs_on_cpu(settings.accelerator):
+        raise ValueError(
+            f"EncodeSettings.backend={settings.backend!r} runs on the CPU only; set accelerator='cpu' "
+            f"(got {settings.accelerator!r}) or backend='torch'"
+        )
+    encoder = retriever.query_encoder if kind == "query" else retriever.passage_encoder
+    hparams = retriever.hparams
+    runner = engine_runner(
+        encoder,
+        hparams["pooling"],
+        hparams["normalize"],
+        settings.backend,
+        settings.quantize,
+        settings.precision,
+        export_dir=Path(settings.export_dir) if settings.export_dir is not None else None,
+        threads=settings.threads,
+    )
+    prefix, limit = hparams[f"{kind}_prefix"], hparams[f"{kind}_max_length"]
+
+    def tokenize(batch: list[str]) -> dict[str, Tensor]:
+        return dict(
+            retriever.tokenizer(
+                [prefix + t for t in batch], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+            )
+        )
+
+    batches = plan_batches(retriever, texts, kind, settings)
+    logger.info(
+        "Encoding %d %s texts in %d batches on %s (%s)", len(texts), kind, len(batches), settings.backend, settings
+    )
+    return run_batches(runner, tokenize, texts, batches, retriever.embedding_dim, settings.progress)
 
 
 def plan_batches(retriever: BiEncoderModule, texts: list[str], kind: str, settings: EncodeSettings) -> list[list[int]]:
