@@ -23,6 +23,9 @@ class DenseCandidates(CandidateGenerator):
         precision: Lightning precision for encoding.
         accelerator: Lightning accelerator for encoding.
         progress: Show progress bars while encoding.
+        encode_backend: ``torch``, or ``onnx`` / ``openvino`` (an export of the retriever on that engine,
+            CPU only; see ``evaluation.encode_backend``).
+        export_dir: Where exports are cached by a digest of the retriever's weights (``None``: not kept).
     """
 
     def __init__(
@@ -32,9 +35,16 @@ class DenseCandidates(CandidateGenerator):
         precision: Precision | None = "bf16-mixed",
         accelerator: str = "auto",
         progress: bool = True,
+        encode_backend: str = "torch",
+        export_dir: str | None = None,
     ) -> None:
         super().__init__(k)
-        self.settings = EncodeSettings(batch_size, accelerator, precision, progress)
+        try:
+            self.settings = EncodeSettings(
+                batch_size, accelerator, precision, progress, backend=encode_backend, export_dir=export_dir
+            )
+        except ValueError as error:
+            raise ValueError(str(error).replace("EncodeSettings.backend ", "candidates.encode_backend ")) from None
         self.retriever: BiEncoderModule | None = None
         self.index: FaissIndex | None = None
 
