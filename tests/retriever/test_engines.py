@@ -51,6 +51,9 @@ def test_int8_on_onnx_runtime_stays_close_and_really_runs(encoder, shared):
 
 
 def test_the_export_is_made_once_and_a_broken_one_is_made_again(encoder, tmp_path, caplog):
+    from ragdistill.retriever.engines import _loaded
+
+    before = _loaded.cache_info()
     first = encode_texts(encoder, TEXTS, "passage", settings(tmp_path, backend="onnx"))
     (folder,) = (tmp_path / "exports").iterdir()
     assert folder.name == export_digest(encoder.passage_encoder, "mean", True)
@@ -58,6 +61,8 @@ def test_the_export_is_made_once_and_a_broken_one_is_made_again(encoder, tmp_pat
     stamp = model.stat().st_mtime_ns
     encode_texts(encoder, TEXTS, "query", settings(tmp_path, backend="onnx"))  # shared towers: the same export
     assert model.stat().st_mtime_ns == stamp and len(list((tmp_path / "exports").iterdir())) == 1
+    after = _loaded.cache_info()  # the graph is loaded once for both calls, not once per call
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
 
     model.write_bytes(b"not a graph")
     with caplog.at_level(logging.WARNING):

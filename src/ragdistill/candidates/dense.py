@@ -13,6 +13,16 @@ from ragdistill.retriever.encode import EncodeSettings
 from ragdistill.retriever.search import build_index, search
 from ragdistill.utils.constraints import PositiveInt, Precision
 
+DENSE_KEYS = {
+    "batch_size": "batch_size",
+    "accelerator": "accelerator",
+    "precision": "precision",
+    "progress": "progress",
+    "encode_backend": "backend",
+    "export_dir": "export_dir",
+}
+"""``candidates.*`` keys of the encoding settings -> :class:`EncodeSettings` fields."""
+
 
 class DenseCandidates(CandidateGenerator):
     """First stage through the retriever being trained (before training: the backbone as it is).
@@ -39,12 +49,9 @@ class DenseCandidates(CandidateGenerator):
         export_dir: str | None = None,
     ) -> None:
         super().__init__(k)
-        try:
-            self.settings = EncodeSettings(
-                batch_size, accelerator, precision, progress, backend=encode_backend, export_dir=export_dir
-            )
-        except ValueError as error:
-            raise ValueError(str(error).replace("EncodeSettings.backend ", "candidates.encode_backend ")) from None
+        values = {"batch_size": batch_size, "accelerator": accelerator, "precision": precision, "progress": progress}
+        values |= {"encode_backend": encode_backend, "export_dir": export_dir}
+        self.settings = EncodeSettings.from_keys(values, DENSE_KEYS, "candidates")
         self.retriever: BiEncoderModule | None = None
         self.index: FaissIndex | None = None
 

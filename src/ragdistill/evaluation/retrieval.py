@@ -190,13 +190,7 @@ def encode_settings(cfg: DictConfig) -> EncodeSettings:
     Raises:
         ValueError: Naming the ``evaluation.*`` key whose value the setting does not accept.
     """
-    try:
-        return EncodeSettings(**{field: cfg[key] for key, field in ENCODE_KEYS.items() if key in cfg})
-    except ValueError as error:
-        message = str(error)
-        for key, field in ENCODE_KEYS.items():
-            message = message.replace(f"EncodeSettings.{field} ", f"evaluation.{key} ")
-        raise ValueError(message) from None
+    return EncodeSettings.from_keys(cfg, ENCODE_KEYS, "evaluation")
 
 
 def _reader_settings(cfg: DictConfig) -> tuple[int, list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ragdistill.models.openai_endpoint import EndpointError, EndpointStats, MalformedAnswer, OpenAIEndpoint
+from ragdistill.models.openai_endpoint import EndpointError, MalformedAnswer, OpenAIEndpoint
 
 CHAT_CACHE_FORMAT = 1
 """Part of every key: bump when the stored record changes meaning, and old entries miss."""
@@ -22,8 +22,6 @@ Messages = Sequence[Mapping[str, Any]]
 
 ChatAPIError = EndpointError
 """A chat request failed for good (the name older code and the CLI know)."""
-
-ChatStats = EndpointStats
 
 
 class ChatClient(OpenAIEndpoint):
@@ -37,10 +35,6 @@ class ChatClient(OpenAIEndpoint):
     payload_field = "messages"
     answer_field = "content"
     cache_format = CHAT_CACHE_FORMAT
-
-    def request_key(self, messages: Messages, params: Mapping[str, Any]) -> str:
-        """The cache key of one request: sha256 of the model, the messages and the generation parameters."""
-        return self.payload_key([dict(message) for message in messages], params)
 
     def complete(self, messages: Messages, **params: Any) -> str:
         """The answer to one conversation (cached); see :meth:`complete_many`."""
@@ -90,4 +84,4 @@ class ChatClient(OpenAIEndpoint):
         return answer
 
 
-__all__ = ["ChatAPIError", "ChatClient", "ChatStats", "Messages"]
+__all__ = ["ChatAPIError", "ChatClient", "Messages"]

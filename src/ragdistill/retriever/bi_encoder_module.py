@@ -121,22 +121,28 @@ class BiEncoderModule(pl.LightningModule):
         self.loss = loss
 
     # -- encoding -------------------------------------------------------------------------------------
-    def _encode(self, encoder: PreTrainedModel, texts: list[str], prefix: str, max_length: int) -> Tensor:
-        tokens = self.tokenizer(
-            [prefix + t for t in texts], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        ).to(self.device)
+    def tokenize(self, texts: list[str], kind: str) -> Any:
+        """Padded ``pt`` tokens of ``texts`` for the ``kind`` tower (``query`` or ``passage``): its prefix, its cut.
+
+        What every encoding path feeds a tower, PyTorch here or an exported tower on another engine.
+        """
+        prefix, limit = self.hparams[f"{kind}_prefix"], self.hparams[f"{kind}_max_length"]
+        return self.tokenizer(
+            [prefix + t for t in texts], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        )
+
+    def _encode(self, encoder: PreTrainedModel, texts: list[str], kind: str) -> Tensor:
+        tokens = self.tokenize(texts, kind).to(self.device)
         hidden = encoder(**tokens).last_hidden_state  # [B, T, D]
         return pool(hidden, tokens["attention_mask"], self.hparams["pooling"], self.hparams["normalize"])
 
     def encode_queries(self, texts: list[str]) -> Tensor:
         """``[B, D]`` float32 question vectors."""
-        return self._encode(self.query_encoder, texts, self.hparams["query_prefix"], self.hparams["query_max_length"])
+        return self._encode(self.query_encoder, texts, "query")
 
     def encode_passages(self, texts: list[str]) -> Tensor:
         """``[B, D]`` float32 passage vectors."""
-        return self._encode(
-            self.passage_encoder, texts, self.hparams["passage_prefix"], self.hparams["passage_max_length"]
-        )
+        return self._encode(self.passage_encoder, texts, "passage")
 
     @property
     def embedding_dim(self) -> int:

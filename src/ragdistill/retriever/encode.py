@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,6 +97,21 @@ class EncodeSettings:
         if self.max_tokens is not None:
             _check_count("max_tokens", self.max_tokens)
 
+    @classmethod
+    def from_keys(cls, values: Mapping[str, Any], keys: Mapping[str, str], group: str) -> EncodeSettings:
+        """Settings from a config group whose key ``k`` holds the field ``keys[k]``; a key it lacks keeps the default.
+
+        Raises:
+            ValueError: Naming ``<group>.<key>`` (not the field) whose value the setting does not accept.
+        """
+        try:
+            return cls(**{field: values[key] for key, field in keys.items() if key in values})
+        except ValueError as error:
+            message = str(error)
+            for key, field in keys.items():
+                message = message.replace(f"EncodeSettings.{field} ", f"{group}.{key} ")
+            raise ValueError(message) from None
+
 
 def _check_count(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -173,19 +188,12 @@ def _encode_on_engine(retriever: BiEncoderModule, texts: list[str], kind: str, s
         export_dir=Path(settings.export_dir) if settings.export_dir is not None else None,
         threads=settings.threads,
     )
-    prefix, limit = hparams[f"{kind}_prefix"], hparams[f"{kind}_max_length"]
+    batches = plan_batches(retriever, texts, kind, settings)
+    logger.info("Encoding %d %s texts in %d batches (%s)", len(texts), kind, len(batches), settings)
 
     def tokenize(batch: list[str]) -> dict[str, Tensor]:
-        return dict(
-            retriever.tokenizer(
-                [prefix + t for t in batch], padding=True, truncation=True, max_length=limit, return_tensors="pt"
-            )
-        )
+        return dict(retriever.tokenize(batch, kind))
 
-    batches = plan_batches(retriever, texts, kind, settings)
-    logger.info(
-        "Encoding %d %s texts in %d batches on %s (%s)", len(texts), kind, len(batches), settings.backend, settings
-    )
     return run_batches(runner, tokenize, texts, batches, retriever.embedding_dim, settings.progress)
 
 

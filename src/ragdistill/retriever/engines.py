@@ -16,6 +16,7 @@ The batches, their order and the tokenisation are the PyTorch path's
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import shutil
@@ -228,15 +229,27 @@ def engine_runner(
     """
     if backend == "openvino" and quantize != "none":
         raise ValueError("EncodeSettings.quantize='int8' is offered with backend='onnx' only (OpenVINO's needs NNCF)")
+    load = _loaded if export_dir is not None else _loaded.__wrapped__  # a scratch file is loaded once anyway
     with contextlib.ExitStack() as stack:
         if export_dir is None:  # a scratch export: both engines hold the graph in memory once loaded
             export_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdistill-export-")))
         model = exported_tower(encoder, mode, normalize, export_dir)
         if quantize == "int8":
             model = quantized(model)
-        if backend == "onnx":
-            return onnx_runner(model, threads)
-        return openvino_runner(model, threads, bf16=precision == "bf16-mixed")
+        return load(model, backend, threads, backend == "openvino" and precision == "bf16-mixed")
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(model: Path, backend: str, threads: int | None, bf16: bool) -> Runner:
+    """One runner per exported file and engine setting.
+
+    An evaluation encodes the corpus, the test and the validation questions in three calls; loading the graph
+    (and OpenVINO's compile, seconds) once serves them all. The file's name holds the digest of the weights,
+    so a retrained tower is another file.
+    """
+    if backend == "onnx":
+        return onnx_runner(model, threads)
+    return openvino_runner(model, threads, bf16)
 
 
 def run_batches(
